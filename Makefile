@@ -1,0 +1,38 @@
+# The two set-up commands of README.md: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.yaml
+
+.PHONY: run test lint bench install install-test test-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+## Install ccwatch in .venv and run the daemon on the shipped config.yaml.
+run: install
+	$(BIN)/ccwatch -c $(CONFIG) run
+
+## Install ccwatch with its test tools and run the whole suite (+ ruff, mypy).
+test: install-test test-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected, not a failure
+
+## System tools the tests talk to (promtool, Alertmanager, Chromium, systemd-analyze).
+## Best effort: tests that need a missing tool are skipped with the reason.
+test-deps:
+	@scripts/install-test-deps.sh
+
+bench: install-test
+	$(BIN)/python bench/startup.py
+
+clean:
+	rm -rf $(VENV) var build dist .pytest_cache .mypy_cache .ruff_cache

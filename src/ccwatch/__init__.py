@@ -1,0 +1,10 @@
+"""ccwatch: a monitoring agent for on-prem contact centers."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ccwatch")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

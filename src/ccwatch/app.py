@@ -1,0 +1,173 @@
+"""The composition root: builds every service from the validated config and runs them.
+
+The services of one config "generation" run in one ``asyncio.TaskGroup``. SIGTERM or
+SIGINT ends the generation and the process; SIGHUP ends it, validates the config file
+again and, if the new one is valid, starts the next generation with it. An invalid new
+config is refused: the errors are logged, counted, and the old generation is restarted
+unchanged. The HTTP server, the metrics registry and the state store outlive
+generations, so ``/healthz`` keeps answering through a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from ccwatch.config import Config, load_config
+from ccwatch.errors import ConfigError
+from ccwatch.http import HttpServer
+from ccwatch.incidents.store import StateStore
+from ccwatch.logs import setup_logging
+from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
+from ccwatch.readiness import Readiness
+from ccwatch.runtime import Runtime
+from ccwatch.systemd import SystemdNotifier
+
+logger = logging.getLogger(__name__)
+
+Service = Coroutine[Any, Any, None]
+
+
+def config_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_services(runtime: Runtime) -> dict[str, Service]:
+    """The long-running tasks of one config generation, by name.
+
+    Each feature adds its service here; a service runs until cancelled, and declares
+    what /readyz must wait for through ``runtime.readiness``.
+    """
+    services: dict[str, Service] = {}
+    return services
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path) -> None:
+        registry = build_registry()
+        self.metrics = shared_metrics(DaemonMetrics, registry)
+        self.runtime = Runtime(
+            config=config,
+            config_path=config_path,
+            registry=registry,
+            store=StateStore.open(config.state.path),
+            readiness=Readiness(registry),
+        )
+        self.notifier = SystemdNotifier()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.metrics.set_config(config.site, config_digest(config_path))
+        self.metrics.config_last_reload_success.set(time.time())
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        http = HttpServer(self.runtime)
+        config = self.runtime.config
+        await http.start(config.http.host, config.http.port)
+        self.runtime.readiness.set("state_store", True, str(config.state.path))
+        watchdog = asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog")
+        try:
+            first = True
+            while not self._stop.is_set():
+                await self._run_generation(announce_ready=first)
+                first = False
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self._apply_reload(http)
+        finally:
+            self.notifier.stopping()
+            logger.info("stopping")
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await http.stop()
+            self.runtime.store.close()
+            self.notifier.close()
+        return 0
+
+    async def _run_generation(self, announce_ready: bool) -> None:
+        config = self.runtime.config
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(service, name=name)
+                for name, service in build_services(self.runtime).items()
+            ]
+            summary = f"watching site {config.site}: {len(config.components)} components"
+            if announce_ready:
+                logger.info("ccwatch ready, %s", summary)
+            self.notifier.ready(summary)
+            stop_wait = asyncio.create_task(self._stop.wait())
+            reload_wait = asyncio.create_task(self._reload.wait())
+            try:
+                await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+                reload_wait.cancel()
+                for task in tasks:
+                    task.cancel()
+
+    async def _apply_reload(self, http: HttpServer) -> None:
+        self.notifier.reloading()
+        path = self.runtime.config_path
+        try:
+            new_config = load_config(path)
+        except ConfigError as exc:
+            self.metrics.config_reload_failures.inc()
+            self.metrics.config_last_reload_successful.set(0)
+            logger.error(
+                "config reload refused, keeping the running config; fix %s and send SIGHUP "
+                "again: %s",
+                path,
+                "; ".join(exc.problems),
+            )
+            return
+        old_config = self.runtime.config
+        if new_config.state.path != old_config.state.path:
+            logger.warning(
+                "state.path changed to %s; a running daemon keeps %s until restarted",
+                new_config.state.path,
+                old_config.state.path,
+            )
+            new_config = new_config.model_copy(update={"state": old_config.state})
+        if new_config.http.listen != old_config.http.listen:
+            try:
+                await http.start(new_config.http.host, new_config.http.port)
+            except OSError as exc:
+                self.metrics.config_reload_failures.inc()
+                self.metrics.config_last_reload_successful.set(0)
+                logger.error(
+                    "config reload refused: cannot listen on %s (%s); keeping the running config",
+                    new_config.http.listen,
+                    exc.strerror,
+                )
+                return
+        self.runtime.config = new_config
+        self.runtime.readiness.clear()
+        self.runtime.readiness.set("state_store", True, str(new_config.state.path))
+        setup_logging(new_config.logging.level, new_config.logging.format)
+        self.metrics.set_config(new_config.site, config_digest(path))
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_last_reload_success.set(time.time())
+        logger.info("config reloaded from %s: %s", path, new_config.summary())
+
+
+def run_daemon(config: Config, config_path: Path) -> int:
+    setup_logging(config.logging.level, config.logging.format)
+    daemon = Daemon(config, config_path)
+    return asyncio.run(daemon.run())

@@ -1,0 +1,1 @@
+"""The daily setup checklist: check types, runner, report and schedule."""

@@ -1,0 +1,65 @@
+"""Building blocks every config model uses: strict frozen models and secret references.
+
+Secrets are never written inline. A model names where a secret lives with a pair of
+fields ``<name>_env`` (an environment variable) and ``<name>_file`` (a file whose first
+line is the secret). Both are checked at load time, so a missing secret is a config
+error with its key path, not a failure at 3 a.m. on the first ticket.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+
+class StrictModel(BaseModel):
+    """Frozen, and unknown keys are errors (with a "did you mean" hint from config.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _is_enabled(info: ValidationInfo) -> bool:
+    # A disabled example (``enabled: false``) may name a secret that is not set here.
+    return bool(info.data.get("enabled", True))
+
+
+def _env_var_is_set(name: str | None, info: ValidationInfo) -> str | None:
+    if name is None or not _is_enabled(info):
+        return name
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"{name!r} is not an environment variable name")
+    if not os.environ.get(name):
+        raise ValueError(f"environment variable {name} is not set (or is empty)")
+    return name
+
+
+def _secret_file_is_readable(path: Path | None, info: ValidationInfo) -> Path | None:
+    if path is None or not _is_enabled(info):
+        return path
+    try:
+        first_line = path.read_text(encoding="utf-8").splitlines()[:1]
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror}") from None
+    if not first_line or not first_line[0].strip():
+        raise ValueError(f"secret file {str(path)!r} is empty")
+    return path
+
+
+SecretEnv = Annotated[str | None, AfterValidator(_env_var_is_set)]
+"""Name of an environment variable holding a secret; must be set when the item is enabled."""
+
+SecretFile = Annotated[Path | None, AfterValidator(_secret_file_is_readable)]
+"""Path of a file whose first line is a secret; must be readable when the item is enabled."""
+
+
+def read_secret(env: str | None, file: Path | None) -> str | None:
+    """The secret named by an ``*_env`` / ``*_file`` pair (env wins), or None if neither is set."""
+    if env and os.environ.get(env):
+        return os.environ[env]
+    if file is not None:
+        lines = file.read_text(encoding="utf-8").splitlines()
+        return lines[0].strip() if lines else None
+    return None

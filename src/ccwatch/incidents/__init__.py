@@ -1,0 +1,1 @@
+"""Incidents: the pure lifecycle state machine and the SQLite state store."""

@@ -1,0 +1,1 @@
+"""MQTT ingestion: the reconnecting source and payload parsing."""

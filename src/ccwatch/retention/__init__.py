@@ -1,0 +1,1 @@
+"""Database retention for the contact center's PostgreSQL databases."""

@@ -1,0 +1,1 @@
+"""Tickets upstream: the durable outbox, its dispatcher and one adapter per upstream."""

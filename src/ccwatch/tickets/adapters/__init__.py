@@ -1,0 +1,1 @@
+"""One module per upstream type (webhook, pagerduty, alertmanager, email)."""
