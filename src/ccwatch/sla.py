@@ -1,17 +1,525 @@
-"""SLA policies, business calendars and escalation (pure: the time is passed in)."""
+"""SLA clocks, business calendars and automatic escalation (pure: the time is passed in).
+
+Three parts, each usable on its own:
+
+- ``BusinessCalendar``: working hours in an IANA time zone with holidays.
+  ``business_time_between(start, end)`` and ``due_after(start, duration)`` are exact
+  (to the microsecond) across weekends, holidays and DST changes: a working day is the
+  real elapsed time between its local opening and closing instants, so the 25-hour
+  autumn day of a ``24x5`` calendar counts 25 hours.
+- ``SlaConfig`` (``sla:`` in config.yaml): per severity, the first-response,
+  resolution and RCA targets and the calendar they run on. ``clocks(...)`` turns an
+  incident's timestamps into its running/stopped/breached clocks.
+- ``EscalationConfig`` (``escalation:``): ordered levels (L1 → L2 → engineering, or
+  CSM → COO → CEO), each with a trigger and targets. ``escalations_due(...)`` returns
+  the steps that are due and not yet sent; the caller records each step it sends and
+  passes the recorded names back, so a step is sent once, across restarts.
+
+Defaults are seed 004's standard plan: first response 90 min on a 24x5 calendar,
+resolution critical 6 h / major 48 h / minor none, RCA for critical 72 h after
+resolution.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ccwatch.configbase import StrictModel
+from ccwatch.durations import Duration
+from ccwatch.severity import Severity
+
+ClockKind = Literal["first_response", "resolution", "rca"]
+CLOCK_KINDS: tuple[ClockKind, ...] = ("first_response", "resolution", "rca")
+
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS_RULE = re.compile(
+    r"^\s*(?P<days>[a-z]{3}(?:\s*-\s*[a-z]{3})?(?:\s*,\s*[a-z]{3}(?:\s*-\s*[a-z]{3})?)*)\s+"
+    r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
+)
+_DAY_MINUTES = 24 * 60
+
+# --- business calendars ------------------------------------------------------------
+
+WeeklyHours = tuple[tuple[tuple[int, int], ...], ...]
+"""Per weekday (Monday first), sorted non-overlapping (start, end) minute ranges."""
+
+
+def parse_hours(spec: str | Sequence[str]) -> WeeklyHours:
+    """``24x7``, ``24x5`` or rules like ``mon-fri 09:00-18:00`` / ``sat 10:00-14:00``.
+
+    Raises ValueError saying what a valid rule looks like.
+    """
+    if isinstance(spec, str):
+        preset = spec.strip().lower()
+        if preset == "24x7":
+            return tuple(((0, _DAY_MINUTES),) for _ in range(7))
+        if preset == "24x5":
+            return tuple(((0, _DAY_MINUTES),) if d < 5 else () for d in range(7))
+        rules: Sequence[str] = [spec]
+    else:
+        rules = spec
+    days: list[list[tuple[int, int]]] = [[] for _ in range(7)]
+    for rule in rules:
+        match = _HOURS_RULE.match(rule.lower())
+        if not match:
+            raise ValueError(
+                f"working hours {rule!r} not understood; write '24x7', '24x5' or rules such "
+                "as 'mon-fri 09:00-18:00' (end 24:00 allowed)"
+            )
+        start, end = _minutes(match["start"]), _minutes(match["end"])
+        if not start < end:
+            raise ValueError(f"working hours {rule!r}: the end must be after the start")
+        for weekday in _weekdays(match["days"], rule):
+            days[weekday].append((start, end))
+    if not any(days):
+        raise ValueError("a calendar needs some working hours")
+    return tuple(_merge(ranges) for ranges in days)
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = (int(part) for part in text.split(":"))
+    if minutes >= 60 or hours > 24 or (hours == 24 and minutes):
+        raise ValueError(f"{text!r} is not a time of day from 00:00 to 24:00")
+    return hours * 60 + minutes
+
+
+def _weekdays(text: str, rule: str) -> list[int]:
+    result: list[int] = []
+    for part in text.split(","):
+        first, _, last = (item.strip() for item in part.partition("-"))
+        last = last or first
+        if first not in _DAY_NAMES or last not in _DAY_NAMES:
+            raise ValueError(f"working hours {rule!r}: days are mon, tue, wed, thu, fri, sat, sun")
+        index, stop = _DAY_NAMES.index(first), _DAY_NAMES.index(last)
+        while True:  # a range may wrap around the week (sat-mon)
+            result.append(index)
+            if index == stop:
+                break
+            index = (index + 1) % 7
+    return result
+
+
+def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _require_aware(*instants: datetime) -> None:
+    for instant in instants:
+        if instant.tzinfo is None or instant.utcoffset() is None:
+            raise ValueError(f"{instant!r} has no time zone; pass aware datetimes")
+
+
+@dataclass(frozen=True)
+class BusinessCalendar:
+    """Working time in one time zone. Instants in and out are aware datetimes (UTC out)."""
+
+    timezone: ZoneInfo
+    weekly: WeeklyHours
+    holidays: frozenset[date] = frozenset()
+
+    @classmethod
+    def build(
+        cls,
+        hours: str | Sequence[str] = "24x7",
+        timezone: str = "UTC",
+        holidays: Iterable[date] = (),
+    ) -> BusinessCalendar:
+        return cls(ZoneInfo(timezone), parse_hours(hours), frozenset(holidays))
+
+    @property
+    def always_open(self) -> bool:
+        return not self.holidays and all(day == ((0, _DAY_MINUTES),) for day in self.weekly)
+
+    def _local_instant(self, day: date, minute: int) -> datetime:
+        if minute == _DAY_MINUTES:
+            day, minute = day + timedelta(days=1), 0
+        # fold=0: a wall time skipped by a spring-forward change maps just past the gap,
+        # a repeated one (autumn) to its first occurrence.
+        local = datetime.combine(day, time(minute // 60, minute % 60), tzinfo=self.timezone)
+        return local.astimezone(UTC)
+
+    def intervals(self, since: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working intervals [open, close) in UTC, in order, from the day before ``since``.
+
+        Each local day yields its own ranges (Monday 00:00-24:00 and Tuesday 00:00-…
+        touch but are not merged), so the generator always moves on.
+        """
+        day = since.astimezone(self.timezone).date() - timedelta(days=1)
+        while True:
+            if day not in self.holidays:
+                for start, end in self.weekly[day.weekday()]:
+                    opens, closes = self._local_instant(day, start), self._local_instant(day, end)
+                    if closes > opens:
+                        yield opens, closes
+            day += timedelta(days=1)
+
+    def business_time_between(self, start: datetime, end: datetime) -> timedelta:
+        """Working time in [start, end); zero when end is not after start."""
+        _require_aware(start, end)
+        if end <= start:
+            return timedelta(0)
+        if self.always_open:
+            return end.astimezone(UTC) - start.astimezone(UTC)
+        total = timedelta(0)
+        for opens, closes in self.intervals(start):
+            if opens >= end:
+                break
+            overlap = min(closes, end) - max(opens, start)
+            if overlap > timedelta(0):
+                total += overlap
+        return total
+
+    def due_after(self, start: datetime, duration: timedelta) -> datetime:
+        """The instant at which ``duration`` of working time has passed since ``start``.
+
+        A zero duration is due at ``start``; otherwise the result lies inside working
+        hours or exactly at a closing time.
+        """
+        _require_aware(start)
+        if duration < timedelta(0):
+            raise ValueError("duration must not be negative")
+        start = start.astimezone(UTC)
+        if duration == timedelta(0):
+            return start
+        if self.always_open:
+            return start + duration
+        remaining = duration
+        for opens, closes in self.intervals(start):
+            if closes <= start:
+                continue
+            begin = max(opens, start)
+            available = closes - begin
+            if remaining <= available:
+                return begin + remaining
+            remaining -= available
+        raise AssertionError("unreachable: a calendar always has working hours ahead")
+
+
+class CalendarConfig(StrictModel):
+    """``timezone`` (IANA), ``hours`` (24x7, 24x5 or rules) and ``holidays`` (local dates)."""
+
+    timezone: str = "UTC"
+    hours: str | list[str] = "24x5"
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Asia/Kolkata'"
+            ) from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: str | list[str]) -> str | list[str]:
+        parse_hours(value)
+        return value
+
+    @cached_property
+    def calendar(self) -> BusinessCalendar:
+        return BusinessCalendar.build(self.hours, self.timezone, self.holidays)
+
+
+# --- SLA policy ------------------------------------------------------------------------
+
+
+class SeverityTargets(StrictModel):
+    """The clocks of one severity; a missing target means no SLA for that clock."""
+
+    first_response: Duration | None = None
+    resolution: Duration | None = None
+    rca: Duration | None = Field(None, description="RCA due this long after resolution")
+    calendar: str = "default"
+
+    def target(self, kind: ClockKind) -> timedelta | None:
+        value: timedelta | None = getattr(self, kind)
+        return value
+
+
+def _seed004_targets() -> dict[str, SeverityTargets]:
+    ninety = timedelta(minutes=90)
+    return {
+        "critical": SeverityTargets(
+            first_response=ninety, resolution=timedelta(hours=6), rca=timedelta(hours=72)
+        ),
+        "major": SeverityTargets(first_response=ninety, resolution=timedelta(hours=48)),
+        "minor": SeverityTargets(first_response=ninety),  # resolution: "next release"
+    }
 
 
 class SlaConfig(StrictModel):
-    policy: dict[str, Any] = Field(default_factory=dict)
+    """``sla:`` — calendars by name and the targets of each severity."""
+
+    enabled: bool = True
+    calendars: dict[str, CalendarConfig] = Field(
+        default_factory=lambda: {"default": CalendarConfig()}
+    )
+    severities: dict[str, SeverityTargets] = Field(default_factory=_seed004_targets)
+
+    @field_validator("severities", mode="before")
+    @classmethod
+    def _severity_names(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for key in value:
+                if Severity.parse(key) is Severity.NONE:
+                    raise ValueError("severities are minor, major and critical")
+            return {Severity.parse(key).label: item for key, item in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _calendars_exist(self) -> SlaConfig:
+        for name, targets in self.severities.items():
+            if targets.calendar not in self.calendars:
+                raise ValueError(
+                    f"severities -> {name} -> calendar: no calendar {targets.calendar!r}; "
+                    f"defined: {', '.join(sorted(self.calendars)) or 'none'}"
+                )
+        return self
+
+    def targets(self, severity: Severity) -> SeverityTargets:
+        return self.severities.get(severity.label, SeverityTargets())
+
+    def calendar(self, severity: Severity) -> BusinessCalendar:
+        return self.calendars[self.targets(severity).calendar].calendar
+
+
+@dataclass(frozen=True)
+class IncidentTimes:
+    """What the SLA arithmetic needs to know about an incident (aware datetimes)."""
+
+    severity: Severity
+    opened_at: datetime
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    rca_done_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Clock:
+    """One SLA clock of one incident, evaluated at ``now``."""
+
+    kind: ClockKind
+    started_at: datetime
+    target: timedelta
+    due_at: datetime
+    stopped_at: datetime | None
+    elapsed: timedelta  # business time from start to stop (or now)
+
+    @property
+    def running(self) -> bool:
+        return self.stopped_at is None
+
+    @property
+    def breached(self) -> bool:
+        return self.elapsed >= self.target
+
+    @property
+    def remaining(self) -> timedelta:
+        """Business time left (negative once breached)."""
+        return self.target - self.elapsed
+
+    @property
+    def fraction(self) -> float:
+        return self.elapsed / self.target if self.target else 1.0
+
+
+def due_times(sla: SlaConfig, incident: IncidentTimes) -> dict[ClockKind, datetime | None]:
+    """The due instant of each clock (None when the clock has no target or not started)."""
+    result: dict[ClockKind, datetime | None] = dict.fromkeys(CLOCK_KINDS)
+    if not sla.enabled:
+        return result
+    for clock in clocks(sla, incident, now=None):
+        result[clock.kind] = clock.due_at
+    return result
+
+
+def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> list[Clock]:
+    """The incident's clocks. Acknowledgement (or resolution) stops first response,
+    resolution stops resolution, RCA starts at resolution and stops when it is done.
+
+    With ``now=None`` only due times are meaningful (elapsed is measured to the stop or 0).
+    """
+    if not sla.enabled:
+        return []
+    targets = sla.targets(incident.severity)
+    calendar = sla.calendar(incident.severity)
+    first_stop = _earliest(incident.acknowledged_at, incident.resolved_at)
+    spans: list[tuple[ClockKind, datetime | None, datetime | None]] = [
+        ("first_response", incident.opened_at, first_stop),
+        ("resolution", incident.opened_at, incident.resolved_at),
+        ("rca", incident.resolved_at, incident.rca_done_at),
+    ]
+    result: list[Clock] = []
+    for kind, started, stopped in spans:
+        target = targets.target(kind)
+        if target is None or started is None:
+            continue
+        measured_to = stopped if stopped is not None else now
+        elapsed = (
+            calendar.business_time_between(started, measured_to)
+            if measured_to is not None
+            else timedelta(0)
+        )
+        result.append(
+            Clock(
+                kind=kind,
+                started_at=started,
+                target=target,
+                due_at=calendar.due_after(started, target),
+                stopped_at=stopped,
+                elapsed=elapsed,
+            )
+        )
+    return result
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    present = [instant for instant in instants if instant is not None]
+    return min(present) if present else None
+
+
+# --- escalation --------------------------------------------------------------------
+
+Trigger = Literal[
+    "first_response_warning",
+    "first_response_breach",
+    "resolution_warning",
+    "resolution_breach",
+    "rca_warning",
+    "rca_breach",
+]
+
+
+class EscalationLevel(StrictModel):
+    """One step of the path: who is told, and when."""
+
+    name: str = Field(min_length=1, description="e.g. 'L2 support', 'COO'")
+    trigger: Trigger
+    warn_at: float = Field(
+        0.8, gt=0, lt=1, description="fraction of the target for *_warning triggers"
+    )
+    after: Duration = Field(timedelta(0), description="extra business time past the breach")
+    severities: list[Severity] = Field(
+        default_factory=lambda: [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL]
+    )
+    email: list[str] = Field(default_factory=list, description="addresses told directly")
+    upstream: str | None = Field(None, description="a `tickets:` upstream name to notify")
+
+    @field_validator("severities", mode="before")
+    @classmethod
+    def _parse_severities(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [Severity.parse(item) for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _has_target(self) -> EscalationLevel:
+        if not self.email and not self.upstream:
+            raise ValueError(f"level {self.name!r} needs `email:` addresses or an `upstream:`")
+        if self.trigger.endswith("_warning") and self.after:
+            raise ValueError(f"level {self.name!r}: `after` applies to *_breach triggers only")
+        return self
+
+    @property
+    def clock(self) -> ClockKind:
+        kind, _, _ = self.trigger.rpartition("_")
+        return kind  # type: ignore[return-value]
+
+    @property
+    def is_warning(self) -> bool:
+        return self.trigger.endswith("_warning")
 
 
 class EscalationConfig(StrictModel):
-    levels: list[dict[str, Any]] = Field(default_factory=list)
+    """``escalation:`` — the ordered levels; each level is sent at most once per incident."""
+
+    levels: list[EscalationLevel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EscalationConfig:
+        names = [level.name for level in self.levels]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"levels: names must be unique, {', '.join(repeated)} repeats")
+        return self
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """A level whose trigger has fired for an incident and that was not sent yet."""
+
+    level: int  # 1-based position in the path
+    name: str
+    trigger: Trigger
+    clock: ClockKind
+    due_at: datetime  # when the trigger fired (business-time exact)
+    clock_due_at: datetime
+    email: tuple[str, ...]
+    upstream: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "name": self.name,
+            "trigger": self.trigger,
+            "clock": self.clock,
+            "triggered_at": self.due_at.isoformat(),
+            "clock_due_at": self.clock_due_at.isoformat(),
+            "email": list(self.email),
+            "upstream": self.upstream,
+        }
+
+
+def escalations_due(
+    sla: SlaConfig,
+    escalation: EscalationConfig,
+    incident: IncidentTimes,
+    now: datetime,
+    already_sent: Iterable[str] = (),
+) -> list[EscalationStep]:
+    """Steps whose trigger time has come while their clock was running, not yet sent,
+    in path order. A clock stopped before a trigger fired never fires it."""
+    sent = set(already_sent)
+    by_kind = {clock.kind: clock for clock in clocks(sla, incident, now)}
+    calendar = sla.calendar(incident.severity)
+    steps: list[EscalationStep] = []
+    for position, level in enumerate(escalation.levels, start=1):
+        if level.name in sent or incident.severity not in level.severities:
+            continue
+        clock = by_kind.get(level.clock)
+        if clock is None:
+            continue
+        threshold = clock.target * level.warn_at if level.is_warning else clock.target + level.after
+        if clock.elapsed < threshold:
+            continue
+        steps.append(
+            EscalationStep(
+                level=position,
+                name=level.name,
+                trigger=level.trigger,
+                clock=level.clock,
+                due_at=calendar.due_after(clock.started_at, threshold),
+                clock_due_at=clock.due_at,
+                email=tuple(level.email),
+                upstream=level.upstream,
+            )
+        )
+    return steps
