@@ -156,6 +156,7 @@ class DaemonProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    listen: str = ""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -164,10 +165,14 @@ class DaemonProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.config['http']['listen']}"
+        return f"http://{self.listen}"
 
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write the config file; the address tests talk to follows a valid ``http.listen``."""
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        listen = config.get("http", {}).get("listen") if isinstance(config.get("http"), dict) else None
+        if listen:
+            self.listen = listen
 
     def start(self, wait: str | None = "/healthz", timeout: float = 15.0) -> None:
         log = self.log_path.open("ab")

@@ -29,7 +29,7 @@ from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
 from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
 from ccwatch.retention.config import RetentionConfig
-from ccwatch.severity import Severity
+from ccwatch.severity import Severity, SeverityName
 from ccwatch.sla import EscalationConfig, SlaConfig
 from ccwatch.tickets.config import TicketUpstream
 
@@ -107,14 +107,9 @@ class StateConfig(StrictModel):
 
 class ComponentConfig(StrictModel):
     seats: int | None = Field(None, gt=0, description="seats when payloads do not carry them")
-    max_severity: Severity = Severity.CRITICAL
+    max_severity: SeverityName = Severity.CRITICAL
     processes: list[str] = Field(default_factory=list, description="process names (diagnostics)")
     log_files: list[Path] = Field(default_factory=list, description="logs to excerpt (diagnostics)")
-
-    @field_validator("max_severity", mode="before")
-    @classmethod
-    def _parse_severity(cls, value: object) -> Severity:
-        return Severity.parse(value)
 
 
 def _default_components() -> dict[str, ComponentConfig]:

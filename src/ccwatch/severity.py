@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
 
 
 class Severity(enum.IntEnum):
@@ -32,3 +35,11 @@ class Severity(enum.IntEnum):
             except KeyError:
                 pass
         raise ValueError(f"unknown severity {value!r}; use one of: minor, major, critical")
+
+
+SeverityName = Annotated[
+    Severity,
+    BeforeValidator(Severity.parse),
+    PlainSerializer(lambda severity: severity.label, return_type=str),
+]
+"""A severity in config files: written as ``minor``/``major``/``critical``."""
