@@ -81,6 +81,38 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX outbox_pending ON outbox (upstream, status, id);
     """,
+    # Scheduler run history (catch-up after downtime) and checklist results.
+    2: """
+    CREATE TABLE scheduler_runs (
+        job              TEXT PRIMARY KEY,
+        last_run_at      REAL NOT NULL,
+        finished_at      REAL
+    );
+
+    CREATE TABLE checklist_runs (
+        id               INTEGER PRIMARY KEY,
+        checklist        TEXT NOT NULL,
+        started_at       REAL NOT NULL,
+        duration_seconds REAL NOT NULL,
+        trigger          TEXT NOT NULL,
+        counts           TEXT NOT NULL,
+        emailed          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX checklist_runs_by_checklist ON checklist_runs (checklist, started_at);
+
+    CREATE TABLE checklist_results (
+        run_id           INTEGER NOT NULL REFERENCES checklist_runs (id) ON DELETE CASCADE,
+        check_id         TEXT NOT NULL,
+        type             TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        value            TEXT NOT NULL DEFAULT '',
+        threshold        TEXT NOT NULL DEFAULT '',
+        hint             TEXT NOT NULL DEFAULT '',
+        detail           TEXT NOT NULL DEFAULT '',
+        duration_seconds REAL NOT NULL,
+        PRIMARY KEY (run_id, check_id)
+    );
+    """,
 }
 
 

@@ -1,0 +1,210 @@
+"""Cron-scheduled jobs of the daemon (daily checklist, retention cleanup).
+
+``run_scheduler(jobs, store)`` runs APScheduler's ``AsyncIOScheduler`` with one cron
+trigger per job, in the job's own time zone, until it is cancelled::
+
+    jobs = [ScheduledJob("checklist:daily", "30 6 * * *", "Asia/Kolkata", run_daily)]
+    await run_scheduler(jobs, runtime.store)
+
+Every run is recorded in the state database (``scheduler_runs``). On start, a job with
+``catch_up`` whose cron fired while the daemon was down runs once right away, however
+many fire times were missed (coalesced). A job never overlaps itself: a fire time that
+comes while the previous run is still going is skipped with a warning. A run that
+raises is logged and recorded; it never stops the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from ccwatch.incidents.store import StateStore, transaction
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One cron job. ``name`` is unique and keys the run history (``checklist:daily``)."""
+
+    name: str
+    cron: str
+    timezone: str
+    run: Callable[[], Awaitable[None]]
+    catch_up: bool = True
+
+    def __post_init__(self) -> None:
+        cron_trigger(self.cron, self.timezone)  # raises ValueError naming the problem
+
+
+def cron_trigger(cron: str, timezone: str) -> CronTrigger:
+    """A 5-field crontab in an IANA time zone; ValueError says what is wrong with either."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {timezone!r}; use an IANA name such as 'Asia/Kolkata' or 'UTC'"
+        ) from None
+    try:
+        return CronTrigger.from_crontab(cron, timezone=zone)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid cron expression {cron!r}: {exc} "
+            "(5 fields: minute hour day-of-month month day-of-week, e.g. '30 6 * * *')"
+        ) from None
+
+
+def missed_fire_time(trigger: CronTrigger, last_run: datetime, now: datetime) -> datetime | None:
+    """The first fire time after ``last_run`` if it is already due at ``now``, else None."""
+    first_after: datetime | None = trigger.get_next_fire_time(last_run, now)
+    if first_after is not None and first_after <= now:
+        return first_after
+    return None
+
+
+def last_run_times(store: StateStore) -> dict[str, datetime]:
+    """When each job last started, from the state database."""
+
+    def read(connection: sqlite3.Connection) -> dict[str, datetime]:
+        rows = connection.execute("SELECT job, last_run_at FROM scheduler_runs").fetchall()
+        return {row["job"]: datetime.fromtimestamp(row["last_run_at"], UTC) for row in rows}
+
+    return store.run_sync(read)
+
+
+class _JobRunner:
+    """Runs one job at most once at a time and records each run."""
+
+    def __init__(self, job: ScheduledJob, store: StateStore, clock: Callable[[], float]) -> None:
+        self.job = job
+        self.store = store
+        self.clock = clock
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> None:
+        if self._lock.locked():
+            logger.warning(
+                "scheduled job %s is still running from its previous fire time; skipping this one",
+                self.job.name,
+            )
+            return
+        async with self._lock:
+            started_at = self.clock()
+            try:
+                await self.job.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.error(
+                    "scheduled job %s failed: %s: %s; it runs again at its next fire time",
+                    self.job.name,
+                    type(exc).__name__,
+                    exc,
+                )
+            await self.store.run(
+                lambda c: _record_run_in(c, self.job.name, started_at, self.clock())
+            )
+
+
+def _record_run_in(
+    connection: sqlite3.Connection, job: str, started_at: float, finished_at: float
+) -> None:
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO scheduler_runs (job, last_run_at, finished_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, "
+            "finished_at = excluded.finished_at",
+            (job, started_at, finished_at),
+        )
+
+
+async def run_scheduler(
+    jobs: Sequence[ScheduledJob],
+    store: StateStore,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Run ``jobs`` on their cron schedules until cancelled (see the module docstring).
+
+    ``clock`` (Unix seconds) decides what was missed while the daemon was down and
+    stamps the run history; tests pass a fixed one.
+    """
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scheduled job names must be unique: {names}")
+    runners = {job.name: _JobRunner(job, store, clock) for job in jobs}
+    history = await store.run(
+        lambda c: {
+            row["job"]: datetime.fromtimestamp(row["last_run_at"], UTC)
+            for row in c.execute("SELECT job, last_run_at FROM scheduler_runs")
+        }
+    )
+    now = datetime.fromtimestamp(clock(), UTC)
+    catch_up: list[asyncio.Task[None]] = []
+    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+    for job in jobs:
+        trigger = cron_trigger(job.cron, job.timezone)
+        last_run = history.get(job.name)
+        if last_run is None:
+            # First start with this job: nothing was missed yet, but from now on a fire
+            # time that passes while we are down will be caught up.
+            await store.run(functools.partial(_record_baseline, job=job.name, at=clock()))
+        elif job.catch_up and (missed := missed_fire_time(trigger, last_run, now)) is not None:
+            logger.info(
+                "scheduled job %s missed its run at %s while ccwatch was down; running it now",
+                job.name,
+                missed.isoformat(),
+            )
+            catch_up.append(asyncio.create_task(runners[job.name](), name=f"catch-up {job.name}"))
+        scheduler.add_job(
+            runners[job.name],
+            trigger,
+            id=job.name,
+            name=job.name,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+            replace_existing=True,
+        )
+        logger.info(
+            "scheduled %s (%s %s), next run %s",
+            job.name,
+            job.cron,
+            job.timezone,
+            trigger.get_next_fire_time(None, now),
+        )
+    scheduler.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        for task in catch_up:
+            task.cancel()
+        await asyncio.gather(*catch_up, return_exceptions=True)
+
+
+def _record_baseline(connection: sqlite3.Connection, job: str, at: float) -> None:
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO scheduler_runs (job, last_run_at, finished_at) VALUES (?, ?, NULL) "
+            "ON CONFLICT (job) DO NOTHING",
+            (job, at),
+        )
+
+
+def next_run_time(job: ScheduledJob, after: datetime) -> datetime | None:
+    """When ``job`` fires next after ``after`` (for reports and the status page)."""
+    fire: datetime | None = cron_trigger(job.cron, job.timezone).get_next_fire_time(
+        None, after + timedelta(microseconds=1)
+    )
+    return fire
