@@ -97,6 +97,9 @@ def main() -> None:
 
 
 # Feature commands register below (one line each).
+from ccwatch.retention.cli import retention as retention_group  # noqa: E402
+
+cli.add_command(retention_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
