@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from ccwatch.redact import RedactingFilter
+
 # sd-daemon(3) priorities for Python's levels.
 _PRIORITY = {
     logging.CRITICAL: 2,
@@ -59,6 +61,7 @@ def setup_logging(level: str = "info", log_format: str = "text") -> None:
         handler.setFormatter(
             JournalFormatter(under_journald=bool(os.environ.get("JOURNAL_STREAM")))
         )
+    handler.addFilter(RedactingFilter())  # secrets never reach a log line (seed 002)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

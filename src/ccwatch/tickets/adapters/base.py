@@ -1,0 +1,170 @@
+"""What every ticket adapter is: one small base class, and the HTTP plumbing they share.
+
+An adapter turns one outbox event into one call of its upstream's API. It returns when
+the upstream accepted the event and raises ``TemporaryUpstreamError`` (retry later,
+optionally after ``retry_after`` seconds) or ``PermanentUpstreamError`` (dead-letter)
+otherwise; the dispatcher does the retrying. HTTP adapters take an optional
+``httpx.AsyncBaseTransport``, as httpx itself does, so tests can point them anywhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import email.utils
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
+from ccwatch.redact import Redactor
+
+_EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class TicketEvent:
+    """One outbox row as an adapter sees it. ``body`` is DESIGN.md's generic webhook body."""
+
+    upstream: str
+    incident_id: str
+    seq: int
+    event: str  # open | update | escalate | acknowledge | resolve | sla_escalation | ...
+    idempotency_key: str
+    body: dict[str, Any]
+    created_at: float = 0.0
+    attempts: int = 0
+    id: int = 0
+
+    @property
+    def dedup_key(self) -> str:
+        return str(self.body.get("dedup_key") or self.idempotency_key.rpartition(":")[0])
+
+    @property
+    def severity(self) -> str:
+        return str(self.body.get("severity") or "minor")
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class AdapterContext:
+    """What adapters may need beyond their own config; built once by the dispatcher."""
+
+    site: str
+    redactor: Redactor = field(default_factory=Redactor)
+    clock: Callable[[], float] = time.time
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+class Adapter(abc.ABC):
+    """Delivers events to one upstream. ``name`` is the upstream's unique name."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def deliver(self, event: TicketEvent) -> None:
+        """Return once the upstream accepted ``event``; raise an ``UpstreamError`` if not."""
+
+    async def restore(self, delivered: list[TicketEvent]) -> None:  # noqa: B027
+        """At start: the newest delivered event of each incident, for adapters that keep
+        upstream state alive (Alertmanager re-sends firing alerts)."""
+
+    async def periodic(self) -> None:  # noqa: B027 - most adapters need no timer
+        """Called every few seconds by the dispatcher (Alertmanager re-sends from here)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - stateless adapters have nothing to close
+        """Release connections."""
+
+
+@dataclass
+class RecordingAdapter(Adapter):
+    """Keeps what it is given (like httpx's MockTransport). ``fail_with`` makes the next
+    deliveries raise the given errors, in order, before accepting again."""
+
+    name: str = "recording"
+    delivered: list[TicketEvent] = field(default_factory=list)
+    fail_with: list[Exception] = field(default_factory=list)
+    attempts: int = 0
+
+    async def deliver(self, event: TicketEvent) -> None:
+        self.attempts += 1
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        self.delivered.append(event)
+
+    @property
+    def keys(self) -> list[str]:
+        return [event.idempotency_key for event in self.delivered]
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def check_response(response: httpx.Response, upstream: str, redactor: Redactor, now: float) -> None:
+    """2xx returns; 408/429/5xx raise Temporary (with Retry-After); other codes Permanent."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    excerpt = redactor.text(response.text[:_EXCERPT_CHARS].replace("\n", " ").strip())
+    message = f"{upstream}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if status in (408, 429) or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        raise TemporaryUpstreamError(message, retry_after=retry_after)
+    raise PermanentUpstreamError(message)
+
+
+@contextmanager
+def transport_errors(upstream: str, redactor: Redactor) -> Iterator[None]:
+    """Timeouts, refused connections and TLS failures become TemporaryUpstreamError."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TemporaryUpstreamError(f"{upstream}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        detail = redactor.text(str(exc) or type(exc).__name__)
+        raise TemporaryUpstreamError(f"{upstream}: {detail}") from exc
+
+
+def http_client(
+    timeout: float,
+    verify_tls: bool,
+    transport: httpx.AsyncBaseTransport | None,
+    ca_file: Path | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client that verifies TLS (system CAs, or ``ca_file``) unless told not to."""
+    verify: bool | ssl.SSLContext = verify_tls
+    if verify_tls and ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(ca_file))
+    return httpx.AsyncClient(
+        timeout=timeout,
+        verify=verify,
+        transport=transport,
+        follow_redirects=False,
+        headers={"User-Agent": "ccwatch"},
+    )

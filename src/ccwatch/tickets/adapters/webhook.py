@@ -1,0 +1,69 @@
+"""``webhook``: POST DESIGN.md's generic JSON body to a URL.
+
+Headers: ``Content-Type: application/json``, ``Idempotency-Key: <dedup_key>:<seq>`` (a
+receiver that saw the key already can answer 2xx without acting twice),
+``X-Ccwatch-Event``, ``X-Ccwatch-Signature: sha256=<hex HMAC-SHA256 of the exact body
+bytes>`` when a secret is set, ``Authorization: Bearer …`` when a token is set, and the
+configured custom headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import httpx
+
+from ccwatch.configbase import read_secret
+from ccwatch.tickets.adapters.base import (
+    Adapter,
+    AdapterContext,
+    TicketEvent,
+    check_response,
+    http_client,
+    transport_errors,
+)
+from ccwatch.tickets.config import WebhookUpstream
+
+SIGNATURE_HEADER = "X-Ccwatch-Signature"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The value of ``X-Ccwatch-Signature`` for ``body``; receivers compare it in constant time."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookAdapter(Adapter):
+    def __init__(self, config: WebhookUpstream, context: AdapterContext) -> None:
+        self.name = config.upstream_name
+        self.config = config
+        self.context = context
+        self._secret = read_secret(config.secret_env, config.secret_file)
+        self._token = read_secret(config.bearer_token_env, config.bearer_token_file)
+        self._client: httpx.AsyncClient = http_client(
+            config.timeout.total_seconds(), config.verify_tls, context.transport, config.ca_file
+        )
+
+    def request_headers(self, event: TicketEvent, body: bytes) -> dict[str, str]:
+        headers = {
+            **self.config.headers,
+            "Content-Type": "application/json",
+            "Idempotency-Key": event.idempotency_key,
+            "X-Ccwatch-Event": event.event,
+        }
+        if self._secret:
+            headers[SIGNATURE_HEADER] = signature(self._secret, body)
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    async def deliver(self, event: TicketEvent) -> None:
+        body = event.body_bytes()
+        with transport_errors(self.name, self.context.redactor):
+            response = await self._client.post(
+                str(self.config.url), content=body, headers=self.request_headers(event, body)
+            )
+        check_response(response, self.name, self.context.redactor, self.context.clock())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

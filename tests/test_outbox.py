@@ -1,0 +1,385 @@
+"""The outbox dispatcher against a real HTTP receiver: order, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ccwatch.config import validate_data
+from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
+from ccwatch.incidents.store import StateStore
+from ccwatch.readiness import Readiness
+from ccwatch.redact import Redactor
+from ccwatch.tickets.adapters.base import AdapterContext, RecordingAdapter
+from ccwatch.tickets.adapters.webhook import WebhookAdapter
+from ccwatch.tickets.config import WebhookUpstream
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, notify_new_events, outbox_rows
+from tests.test_tickets_support import (
+    FakeClock,
+    Receiver,
+    Reply,
+    enqueue,
+    outbox_statuses,
+    self_signed_tls,
+)
+
+SECRET = "whsec_Q2N3YXRjaC10ZXN0LXNlY3JldC0yMDI2"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = StateStore.open(tmp_path / "state.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    peer = Receiver().start()
+    yield peer
+    peer.close()
+
+
+def webhook(url: str, **extra: Any) -> WebhookUpstream:
+    config: WebhookUpstream = validate_data(
+        WebhookUpstream, {"type": "webhook", "url": url, **extra}, "webhook"
+    )
+    return config
+
+
+def make_dispatcher(
+    store: StateStore,
+    adapter: Any,
+    clock: FakeClock,
+    registry: CollectorRegistry | None = None,
+    readiness: Readiness | None = None,
+) -> OutboxDispatcher:
+    return OutboxDispatcher(
+        store,
+        {adapter.name: adapter},
+        registry=registry or CollectorRegistry(),
+        retry={adapter.name: RetryPolicy(base=1.0, cap=8.0)},
+        readiness=readiness,
+        clock=clock,
+        rand=lambda: 1.0,
+    )
+
+
+async def drain_until_idle(dispatcher: OutboxDispatcher, name: str, clock: FakeClock) -> None:
+    """Drive the dispatcher on the fake clock until nothing is pending."""
+    for _ in range(200):
+        finished, next_due = await dispatcher.drain_once(name)
+        if finished:
+            continue
+        if next_due is None:
+            return
+        clock.now = max(clock.now, next_due)
+    raise AssertionError("outbox did not drain")
+
+
+def test_receiver_down_then_back_gets_every_event_once_in_order(
+    store: StateStore, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    adapter = WebhookAdapter(
+        webhook(receiver.url + "/hook", secret_env=None), AdapterContext("blr1", clock=clock)
+    )
+    dispatcher = make_dispatcher(store, adapter, clock)
+    events = ["open", "update", "escalate", "resolve"]
+    for incident in ("inc-a", "inc-b", "inc-c"):
+        for seq, event in enumerate(events, start=1):
+            enqueue(store, "webhook", incident, seq, event, now=clock.now)
+
+    async def scenario() -> None:
+        receiver.stop()
+        for _ in range(3):  # three failed rounds while the receiver is down
+            await dispatcher.drain_once("webhook")
+            clock.advance(10)
+        assert receiver.requests == []
+        receiver.start()
+        await drain_until_idle(dispatcher, "webhook", clock)
+        # A restart of the dispatcher finds nothing left to send.
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    keys = receiver.keys()
+    assert len(keys) == len(set(keys)) == 12
+    for incident in ("inc-a", "inc-b", "inc-c"):
+        mine = [k for k in keys if f":{incident}:" in k]
+        assert mine == [f"ccwatch:blr1:acd:{incident}:{seq}" for seq in (1, 2, 3, 4)]
+    assert {status for _, _, status, _, _ in outbox_statuses(store)} == {"delivered"}
+    first_open = outbox_statuses(store)[0]
+    assert first_open[3] == 4  # three refused connections, then accepted
+
+
+def test_a_failing_event_holds_back_its_incident_only(
+    store: StateStore, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.validator = lambda r: Reply(503) if "inc-stuck" in r.body.decode() else None
+    adapter = WebhookAdapter(webhook(receiver.url), AdapterContext("blr1", clock=clock))
+    dispatcher = make_dispatcher(store, adapter, clock)
+    enqueue(store, "webhook", "inc-stuck", 1, "open", now=clock.now)
+    enqueue(store, "webhook", "inc-stuck", 2, "resolve", now=clock.now)
+    enqueue(store, "webhook", "inc-fine", 1, "open", now=clock.now)
+    enqueue(store, "webhook", "inc-fine", 2, "resolve", now=clock.now)
+
+    async def scenario() -> None:
+        for _ in range(4):
+            await dispatcher.drain_once("webhook")
+            clock.advance(60)
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    assert receiver.keys() == ["ccwatch:blr1:acd:inc-fine:1", "ccwatch:blr1:acd:inc-fine:2"]
+    stuck = [r for r in receiver.requests if b"inc-stuck" in r.body]
+    assert {r.json["seq"] for r in stuck} == {1}  # the resolve never overtook the open
+    statuses = {key: (status, error) for _, key, status, _, error in outbox_statuses(store)}
+    assert statuses["ccwatch:blr1:acd:inc-stuck:1"][0] == "pending"
+    assert "HTTP 503" in (statuses["ccwatch:blr1:acd:inc-stuck:1"][1] or "")
+
+
+@pytest.mark.parametrize("retry_after", ["7", "date"])
+def test_429_retry_after_is_honoured(
+    store: StateStore, receiver: Receiver, retry_after: str
+) -> None:
+    clock = FakeClock()
+    header = (
+        format_datetime(datetime.fromtimestamp(clock.now + 7, UTC), usegmt=True)
+        if retry_after == "date"
+        else retry_after
+    )
+    receiver.script = [Reply(429, '{"status":"throttled"}', {"Retry-After": header})]
+    adapter = WebhookAdapter(webhook(receiver.url), AdapterContext("blr1", clock=clock))
+    dispatcher = make_dispatcher(store, adapter, clock)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+
+    async def scenario() -> None:
+        _, next_due = await dispatcher.drain_once("webhook")
+        assert next_due == pytest.approx(clock.now + 7, abs=1)
+        clock.advance(3)
+        await dispatcher.drain_once("webhook")  # not due yet: no request
+        assert len(receiver.requests) == 1
+        clock.advance(5)
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    assert len(receiver.requests) == 2
+    assert receiver.keys() == ["ccwatch:blr1:acd:inc-1:1"]
+
+
+def test_500_is_retried_with_growing_backoff(store: StateStore, receiver: Receiver) -> None:
+    clock = FakeClock()
+    receiver.script = [Reply(500, "boom"), Reply(502, "bad gateway"), Reply(500, "boom")]
+    adapter = WebhookAdapter(webhook(receiver.url), AdapterContext("blr1", clock=clock))
+    registry = CollectorRegistry()
+    dispatcher = make_dispatcher(store, adapter, clock, registry)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+    delays: list[float] = []
+
+    async def scenario() -> None:
+        for _ in range(4):
+            before = clock.now
+            _, next_due = await dispatcher.drain_once("webhook")
+            if next_due is not None:
+                delays.append(next_due - before)
+                clock.now = next_due
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    assert delays == [1.0, 2.0, 4.0]  # rand() pinned to 1.0: no jitter
+    assert receiver.keys() == ["ccwatch:blr1:acd:inc-1:1"]
+    sample = registry.get_sample_value
+    labels = {"upstream": "webhook", "event": "open"}
+    assert sample("ccwatch_tickets_sent_total", {**labels, "outcome": "retry"}) == 3
+    assert sample("ccwatch_tickets_sent_total", {**labels, "outcome": "delivered"}) == 1
+    assert sample("ccwatch_outbox_depth", {"upstream": "webhook"}) == 0
+
+
+def test_400_is_dead_lettered_with_the_reason_and_the_incident_moves_on(
+    store: StateStore, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.script = [Reply(400, '{"status":"invalid event","errors":["summary missing"]}')]
+    adapter = WebhookAdapter(webhook(receiver.url), AdapterContext("blr1", clock=clock))
+    registry = CollectorRegistry()
+    dispatcher = make_dispatcher(store, adapter, clock, registry)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+    enqueue(store, "webhook", "inc-1", 2, "resolve", now=clock.now)
+
+    async def scenario() -> None:
+        await drain_until_idle(dispatcher, "webhook", clock)
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    rows = outbox_statuses(store)
+    assert rows[0][2:4] == ("dead", 1)
+    assert "HTTP 400" in (rows[0][4] or "") and "summary missing" in (rows[0][4] or "")
+    assert rows[1][2] == "delivered"
+    dead = store.run_sync(lambda c: outbox_rows(c, status="dead"))
+    assert [row["idempotency_key"] for row in dead] == ["ccwatch:blr1:acd:inc-1:1"]
+    labels = {"upstream": "webhook", "event": "open", "outcome": "dead"}
+    assert registry.get_sample_value("ccwatch_tickets_sent_total", labels) == 1
+
+
+def test_timeout_is_temporary(store: StateStore, receiver: Receiver) -> None:
+    clock = FakeClock()
+    receiver.script = [Reply(200, delay=2.0)]
+    adapter = WebhookAdapter(
+        webhook(receiver.url, timeout="200ms"), AdapterContext("blr1", clock=clock)
+    )
+    dispatcher = make_dispatcher(store, adapter, clock)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+
+    async def scenario() -> None:
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    (row,) = outbox_statuses(store)
+    assert row[2] == "pending" and "timed out" in (row[4] or "")
+
+
+def test_tls_verification_failure_is_temporary_and_readiness_shows_it(
+    store: StateStore, tmp_path: Path
+) -> None:
+    peer = Receiver(tls=self_signed_tls(tmp_path)).start()
+    clock = FakeClock()
+    readiness = Readiness(CollectorRegistry())
+    adapter = WebhookAdapter(webhook(peer.url), AdapterContext("blr1", clock=clock))
+    dispatcher = make_dispatcher(store, adapter, clock, readiness=readiness)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+
+    async def scenario() -> None:
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        peer.close()
+    (row,) = outbox_statuses(store)
+    assert row[2] == "pending"
+    assert "CERTIFICATE_VERIFY_FAILED" in (row[4] or "")
+    assert "upstream:webhook" in readiness.not_ready()
+    assert peer.requests == []  # nothing was sent over an unverified connection
+
+
+def test_webhook_signature_and_headers(store: StateStore, receiver: Receiver) -> None:
+    clock = FakeClock()
+    env = {"CCWATCH_TEST_WEBHOOK_SECRET": SECRET}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        config = webhook(
+            receiver.url + "/tickets",
+            secret_env="CCWATCH_TEST_WEBHOOK_SECRET",
+            headers={"X-Tenant": "blr1"},
+        )
+        adapter = WebhookAdapter(config, AdapterContext("blr1", clock=clock))
+    dispatcher = make_dispatcher(store, adapter, clock)
+    enqueue(store, "webhook", "inc-1", 1, "open", now=clock.now)
+
+    async def scenario() -> None:
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    (request,) = receiver.accepted
+    expected = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Ccwatch-Signature"] == f"sha256={expected}"
+    assert request.headers["Idempotency-Key"] == "ccwatch:blr1:acd:inc-1:1"
+    assert request.headers["X-Tenant"] == "blr1"
+    assert request.path == "/tickets"
+    body = request.json
+    assert body["event"] == "open" and body["priority"] == "P1" and body["seq"] == 1
+    assert SECRET not in request.body.decode()
+
+
+def test_secrets_in_diagnostics_are_cut_before_they_leave(
+    store: StateStore, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    leaked = "pgpass-Zr7xK29mQw81"
+    adapter = WebhookAdapter(webhook(receiver.url), AdapterContext("blr1", clock=clock))
+    dispatcher = OutboxDispatcher(
+        store,
+        {"webhook": adapter},
+        registry=CollectorRegistry(),
+        redactor=Redactor([leaked]),
+        clock=clock,
+    )
+    log_lines = [
+        f"2026-11-23 10:00:01 ERROR db connect failed dsn=postgresql://ameyo:{leaked}@db/ameyodb",
+        "2026-11-23 10:00:02 WARN sip auth Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2ln",
+        "2026-11-23 10:00:03 INFO crm call api_key=sk_live_51HxYzAbCdEfGhIjKlMnOp",
+    ]
+    enqueue(
+        store,
+        "webhook",
+        "inc-1",
+        1,
+        "open",
+        now=clock.now,
+        diagnostics={"log_excerpt": log_lines, "host": {"env": {"DB_PASSWORD": "hunter2hunter2"}}},
+    )
+
+    async def scenario() -> None:
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+
+    asyncio.run(scenario())
+    (request,) = receiver.accepted
+    text = request.body.decode()
+    for secret in (
+        leaked,
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2ln",
+        "sk_live_51HxYzAbCdEfGhIjKlMnOp",
+        "hunter2hunter2",
+    ):
+        assert secret not in text
+    excerpt = json.loads(text)["diagnostics"]["log_excerpt"]
+    assert "postgresql://ameyo:pgpa...Qw81@db/ameyodb" in excerpt[0]
+    assert "sk_l...MnOp" in excerpt[2]
+    assert json.loads(text)["dedup_key"] == "ccwatch:blr1:acd:inc-1"
+
+
+def test_run_wakes_promptly_when_told_and_stops_cleanly(store: StateStore) -> None:
+    recording = RecordingAdapter(name="rec")
+    recording.fail_with = [
+        TemporaryUpstreamError("flaky", retry_after=0),
+        PermanentUpstreamError("no"),
+    ]
+    dispatcher = OutboxDispatcher(
+        store, {"rec": recording}, registry=CollectorRegistry(), poll_interval=3600
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.05)
+        enqueue(store, "rec", "inc-1", 1, "open")
+        enqueue(store, "rec", "inc-2", 1, "open")
+        notify_new_events()
+        for _ in range(500):
+            if len(recording.delivered) == 1 and recording.attempts == 3:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    statuses = sorted(status for _, _, status, _, _ in outbox_statuses(store))
+    assert statuses == ["dead", "delivered"]
