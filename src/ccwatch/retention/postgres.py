@@ -422,16 +422,24 @@ class PostgresRetention:
                 if await self._entirely_older(conn, plan, bound, cutoff):
                     report.partitions_dropped.append(child.label)
                     query = sql.SQL("SELECT count(*) FROM {}").format(child.ident)
-                    cursor = await conn.execute(query)
-                    row = await cursor.fetchone()
-                    report.partition_rows += int(row[0]) if row else 0
+                    report.partition_rows += await self._count_query(conn, query, ())
                 else:
                     await self._count(conn, plan, child, cutoff, report)
             return
         query = sql.SQL("SELECT count(*) FROM {} WHERE {} < %s").format(relation.ident, plan.ts)
-        cursor = await conn.execute(query, (cutoff,))
-        row = await cursor.fetchone()
-        report.rows_deleted += int(row[0]) if row else 0
+        report.rows_deleted += await self._count_query(conn, query, (cutoff,))
+
+    async def _count_query(
+        self, conn: psycopg.AsyncConnection[Any], query: sql.Composed, params: tuple[object, ...]
+    ) -> int:
+        # A count may take a while on a big table, but must not queue behind a lock.
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", (_ms(self.tuning.lock_timeout),)
+            )
+            cursor = await conn.execute(query, params)
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     # --- cleanup ------------------------------------------------------------------------
 
