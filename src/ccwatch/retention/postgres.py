@@ -586,7 +586,8 @@ class PostgresRetention:
         archive = _ArchiveFiles(folder, ",".join(_csv_field(c) for c in plan.columns) + "\n")
         select = sql.SQL(
             """
-            SELECT ctid::text, {key}, {ts}::date::text FROM {table}
+            SELECT ctid::text AS row_id, {key} AS batch_key, {ts}::date::text AS day
+            FROM {table}
             WHERE {ts} < %(cutoff)s {from_last}
             ORDER BY {key} LIMIT %(limit)s
             FOR UPDATE
