@@ -30,7 +30,7 @@ from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration
@@ -429,6 +429,10 @@ class EscalationLevel(StrictModel):
         if isinstance(value, list):
             return [Severity.parse(item) for item in value]
         return value
+
+    @field_serializer("severities")
+    def _severity_names(self, value: list[Severity]) -> list[str]:
+        return [severity.label for severity in value]
 
     @model_validator(mode="after")
     def _has_target(self) -> EscalationLevel:

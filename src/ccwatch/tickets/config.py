@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, field_serializer, field_validator, model_validator
 
 from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
 from ccwatch.durations import Duration
@@ -52,6 +52,14 @@ class UpstreamBase(StrictModel):
                 for key, items in value.items()
             }
         return value
+
+    @field_serializer("severities")
+    def _severity_names(self, value: list[Severity]) -> list[str]:
+        return [severity.label for severity in value]
+
+    @field_serializer("components")
+    def _component_severity_names(self, value: dict[str, list[Severity]]) -> dict[str, list[str]]:
+        return {key: [severity.label for severity in items] for key, items in value.items()}
 
     @property
     def upstream_name(self) -> str:

@@ -19,12 +19,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.redact import Redactor
+
+if TYPE_CHECKING:
+    from ccwatch.config import EmailConfig
 
 _EXCERPT_CHARS = 200
 
@@ -63,6 +66,7 @@ class AdapterContext:
     redactor: Redactor = field(default_factory=Redactor)
     clock: Callable[[], float] = time.time
     transport: httpx.AsyncBaseTransport | None = None
+    email: EmailConfig | None = None  # the SMTP relay (top-level ``email:``)
 
 
 class Adapter(abc.ABC):

@@ -1,0 +1,143 @@
+"""``alertmanager``: Prometheus Alertmanager's API (``POST /api/v2/alerts``).
+
+An incident is one alert with the labels ``alertname``, ``site``, ``component``,
+``severity`` (plus configured extras); ``priority``, ``dedup_key``, the impact and the
+SLA due times are annotations. Alertmanager resolves an alert on its own once ``endsAt``
+passes, so, as Prometheus does, a firing alert is sent with ``endsAt`` three re-send
+intervals ahead and re-sent every ``resend_interval``; a resolve sends ``endsAt = now``.
+A severity change changes the label set, so the old alert is ended in the same request.
+
+Firing alerts are remembered in memory and rebuilt at start from the outbox (the newest
+delivered event of each incident), so re-sending survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ccwatch.tickets.adapters.base import (
+    Adapter,
+    AdapterContext,
+    TicketEvent,
+    check_response,
+    http_client,
+    iso,
+    transport_errors,
+)
+from ccwatch.tickets.config import AlertmanagerUpstream
+
+
+@dataclass
+class _Firing:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: str
+    sent_at: float
+
+
+class AlertmanagerAdapter(Adapter):
+    def __init__(self, config: AlertmanagerUpstream, context: AdapterContext) -> None:
+        self.name = config.upstream_name
+        self.config = config
+        self.context = context
+        self.firing: dict[str, _Firing] = {}
+        self._endpoint = str(config.url).rstrip("/") + "/api/v2/alerts"
+        self._client: httpx.AsyncClient = http_client(
+            config.timeout.total_seconds(), config.verify_tls, context.transport
+        )
+
+    def labels(self, event: TicketEvent) -> dict[str, str]:
+        body = event.body
+        return {
+            **self.config.labels,
+            "alertname": self.config.alertname,
+            "site": str(body.get("site") or self.context.site),
+            "component": str(body.get("component") or "unknown"),
+            "severity": event.severity,
+        }
+
+    @staticmethod
+    def annotations(event: TicketEvent) -> dict[str, str]:
+        body = event.body
+        sla = body.get("sla") or {}
+        notes = {
+            "summary": body.get("summary"),
+            "description": body.get("impact"),
+            "priority": body.get("priority"),
+            "dedup_key": event.dedup_key,
+            "incident_id": event.incident_id,
+            "state": body.get("state"),
+            "first_response_due": sla.get("first_response_due"),
+            "resolution_due": sla.get("resolution_due"),
+            "rca_due": sla.get("rca_due"),
+        }
+        if body.get("escalation"):
+            notes["escalation"] = json.dumps(body["escalation"], sort_keys=True)
+        return {key: str(value) for key, value in notes.items() if value not in (None, "")}
+
+    def _alert(self, firing: _Firing, ends_at: float) -> dict[str, Any]:
+        return {
+            "labels": firing.labels,
+            "annotations": firing.annotations,
+            "startsAt": firing.starts_at,
+            "endsAt": iso(ends_at),
+            "generatorURL": f"ccwatch://{self.context.site}/incidents",
+        }
+
+    def _lifetime(self) -> float:
+        return 3 * max(self.config.resend_interval.total_seconds(), 1.0)
+
+    async def deliver(self, event: TicketEvent) -> None:
+        now = self.context.clock()
+        key = event.dedup_key
+        previous = self.firing.get(key)
+        alerts: list[dict[str, Any]] = []
+        if event.event == "resolve" or event.body.get("state") == "resolved":
+            if previous is None and event.event != "resolve":
+                return  # an event after resolution (the RCA clock): nothing fires
+            labels = previous.labels if previous else self.labels(event)
+            starts = (
+                previous.starts_at if previous else str(event.body.get("opened_at") or iso(now))
+            )
+            ended = _Firing(labels, self.annotations(event), starts, now)
+            await self._post([self._alert(ended, now)])
+            self.firing.pop(key, None)
+            return
+        starts_at = previous.starts_at if previous else str(event.body.get("opened_at") or iso(now))
+        current = _Firing(self.labels(event), self.annotations(event), starts_at, now)
+        if previous is not None and previous.labels != current.labels:
+            alerts.append(self._alert(previous, now))  # end the alert of the old severity
+        alerts.append(self._alert(current, now + self._lifetime()))
+        await self._post(alerts)
+        self.firing[key] = current
+
+    async def periodic(self) -> None:
+        now = self.context.clock()
+        interval = self.config.resend_interval.total_seconds()
+        due = [f for f in self.firing.values() if now - f.sent_at >= interval]
+        if not due:
+            return
+        await self._post([self._alert(f, now + self._lifetime()) for f in due])
+        for firing in due:
+            firing.sent_at = now
+
+    async def restore(self, delivered: list[TicketEvent]) -> None:
+        for event in delivered:
+            if event.event == "resolve" or event.body.get("state") == "resolved":
+                continue
+            starts_at = str(event.body.get("opened_at") or iso(event.created_at))
+            self.firing[event.dedup_key] = _Firing(
+                self.labels(event), self.annotations(event), starts_at, 0.0
+            )
+
+    async def _post(self, alerts: list[dict[str, Any]]) -> None:
+        with transport_errors(self.name, self.context.redactor):
+            response = await self._client.post(self._endpoint, json=alerts)
+        check_response(response, self.name, self.context.redactor, self.context.clock())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

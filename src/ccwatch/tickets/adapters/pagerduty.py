@@ -1,0 +1,106 @@
+"""``pagerduty``: PagerDuty Events API v2 (``POST /v2/enqueue``).
+
+One incident is one PagerDuty alert: every event carries the incident's ``dedup_key``
+(≤ 255 characters), so a repeated trigger updates the alert instead of opening a second
+one. ``open``/``update``/``escalate``/SLA escalations → ``trigger`` (severity and
+details refreshed), ``acknowledge`` → ``acknowledge``, ``resolve`` → ``resolve``. Events
+that follow a resolution (the RCA clock) are not sent: a trigger after a resolve would
+open a new alert.
+
+Severity: critical → ``critical``, major → ``error``, minor → ``warning``. The API
+answers 202 when it took the event, 400 for an invalid one (dead-lettered), 429 and 5xx
+to be retried.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from ccwatch.configbase import read_secret
+from ccwatch.errors import PermanentUpstreamError
+from ccwatch.tickets.adapters.base import (
+    Adapter,
+    AdapterContext,
+    TicketEvent,
+    check_response,
+    http_client,
+    transport_errors,
+)
+from ccwatch.tickets.config import PagerDutyUpstream
+
+SEVERITY = {"critical": "critical", "major": "error", "minor": "warning"}
+SUMMARY_MAX = 1024
+DEDUP_KEY_MAX = 255
+ACTIONS = {"acknowledge": "acknowledge", "resolve": "resolve"}
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def enqueue_body(event: TicketEvent, routing_key: str, source: str) -> dict[str, Any] | None:
+    """The Events API v2 request for ``event``, or None when there is nothing to send."""
+    body = event.body
+    action = ACTIONS.get(event.event, "trigger")
+    if action == "trigger" and body.get("state") == "resolved":
+        return None
+    request: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": event.dedup_key[:DEDUP_KEY_MAX],
+    }
+    if action != "trigger":
+        return request
+    summary = str(body.get("summary") or body.get("impact") or event.dedup_key)
+    priority = body.get("priority")
+    details = {
+        key: body[key]
+        for key in ("impact", "production_loss", "priority", "incident_id", "state", "sla",
+                    "escalation", "diagnostics")
+        if body.get(key) not in (None, {}, [])
+    }  # fmt: skip
+    request["payload"] = {
+        "summary": truncate(f"[{priority}] {summary}" if priority else summary, SUMMARY_MAX),
+        "source": source,
+        "severity": SEVERITY.get(event.severity, "warning"),
+        "timestamp": body.get("opened_at"),
+        "component": body.get("component"),
+        "group": body.get("site"),
+        "class": str(body.get("kind") or "production_loss"),
+        "custom_details": {**details, "event": event.event, "seq": event.seq},
+    }
+    request["payload"] = {k: v for k, v in request["payload"].items() if v is not None}
+    request["client"] = "ccwatch"
+    return request
+
+
+class PagerDutyAdapter(Adapter):
+    def __init__(self, config: PagerDutyUpstream, context: AdapterContext) -> None:
+        self.name = config.upstream_name
+        self.config = config
+        self.context = context
+        self._routing_key = read_secret(config.routing_key_env, config.routing_key_file) or ""
+        self._client: httpx.AsyncClient = http_client(
+            config.timeout.total_seconds(), config.verify_tls, context.transport
+        )
+
+    async def deliver(self, event: TicketEvent) -> None:
+        request = enqueue_body(event, self._routing_key, self.config.source or self.context.site)
+        if request is None:
+            return
+        if not self._routing_key:
+            raise PermanentUpstreamError(f"{self.name}: no routing key configured")
+        content = json.dumps(request, separators=(",", ":")).encode()
+        with transport_errors(self.name, self.context.redactor):
+            response = await self._client.post(
+                str(self.config.url),
+                content=content,
+                headers={"Content-Type": "application/json"},
+            )
+        check_response(response, self.name, self.context.redactor, self.context.clock())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
