@@ -46,6 +46,13 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     what /readyz must wait for through ``runtime.readiness``.
     """
     services: dict[str, Service] = {}
+    from ccwatch.checklists.service import checklist_jobs
+    from ccwatch.scheduler import run_scheduler
+
+    # One scheduler for every cron job; a feature appends its jobs to this list.
+    jobs = [*checklist_jobs(runtime)]
+    if jobs:
+        services["scheduler"] = run_scheduler(jobs, runtime.store)
     return services
 
 

@@ -100,6 +100,9 @@ def main() -> None:
 from ccwatch.retention.cli import retention as retention_group  # noqa: E402
 
 cli.add_command(retention_group)
+from ccwatch.checklists.cli import checklist_group  # noqa: E402
+
+cli.add_command(checklist_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -269,6 +269,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(str(config_path), ["the config must be a YAML mapping of sections"])
     config: Config = validate_data(Config, data, str(config_path))
+    # Checklist files are configuration too: a broken one is refused like a broken config.
+    from ccwatch.checklists.definition import load_checklists  # late: it imports this module
+
+    load_checklists(config, config_path)
     return config
 
 

@@ -1,0 +1,53 @@
+"""The check types, by their ``type:`` name in a checklist file.
+
+One module per type, each with its own parameter model (``<Type>Params``) and an async
+``run(params, env)``; ``REGISTRY`` maps the name to both. To add a type: write the
+module, list its ``CHECK`` here, and add an example to ``checklists/daily.yaml`` (a test
+checks the shipped file covers every registered type).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccwatch.checklists.checks import (
+    backup_age,
+    certificate,
+    command,
+    cpu_load,
+    disk,
+    file_age,
+    log_errors,
+    memory,
+    mqtt_freshness,
+    ntp,
+    postgres,
+    process,
+    retention,
+    swap,
+    tcp_port,
+)
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, HostProbes
+
+REGISTRY: dict[str, CheckType[Any]] = {
+    check.name: check
+    for check in (
+        process.CHECK,
+        disk.CHECK,
+        memory.CHECK,
+        cpu_load.CHECK,
+        swap.CHECK,
+        tcp_port.CHECK,
+        postgres.CHECK,
+        retention.CHECK,
+        backup_age.CHECK,
+        file_age.CHECK,
+        log_errors.CHECK,
+        certificate.CHECK,
+        ntp.CHECK,
+        mqtt_freshness.CHECK,
+        command.CHECK,
+    )
+}
+
+__all__ = ["REGISTRY", "CheckEnv", "CheckType", "HostProbes"]

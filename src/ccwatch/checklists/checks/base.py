@@ -1,0 +1,197 @@
+"""What every check type is made of, and what checks may touch on the host.
+
+A check type is a parameter model plus an async ``run(params, env) -> Outcome``. Host
+checks never call psutil or ``os`` directly: they go through ``env.host`` (``HostProbes``),
+so tests hand in fixtures instead of patching, and blocking probes run in a thread
+(``asyncio.to_thread``) so a slow NFS mount never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import psutil
+from pydantic import BaseModel
+
+from ccwatch.checklists.result import Outcome, Status
+
+if TYPE_CHECKING:
+    from ccwatch.config import Config
+
+P = TypeVar("P", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    total_bytes: int
+    free_bytes: int  # available to unprivileged users, as `df` shows it
+    inodes_total: int  # 0 when the filesystem has no fixed inode table (btrfs, overlay)
+    inodes_free: int
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    total_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    name: str
+    cmdline: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    exit_code: int
+    output: str  # stdout and stderr, interleaved
+
+
+def disk_space(path: str) -> DiskSpace:
+    usage = psutil.disk_usage(path)
+    stats = os.statvfs(path)
+    return DiskSpace(usage.total, usage.free, stats.f_files, stats.f_favail)
+
+
+def virtual_memory() -> MemoryUse:
+    memory = psutil.virtual_memory()
+    return MemoryUse(memory.total, memory.available)
+
+
+def swap_memory() -> MemoryUse:
+    swap = psutil.swap_memory()
+    return MemoryUse(swap.total, swap.free)
+
+
+def list_processes() -> list[ProcessInfo]:
+    found: list[ProcessInfo] = []
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        info = process.info
+        found.append(ProcessInfo(info["pid"], info["name"] or "", tuple(info["cmdline"] or ())))
+    return found
+
+
+_COMMAND_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+}
+
+
+async def run_command(
+    argv: Sequence[str], timeout: float | None, max_output: int = 65536
+) -> CommandOutput:
+    """Run ``argv`` without a shell, in its own process group, killed at ``timeout``.
+
+    Raises TimeoutError (after killing the whole group) or OSError (not found, not
+    executable).
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_COMMAND_ENV,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            assert process.stdout is not None
+            output = await process.stdout.read(max_output)
+            await process.wait()
+    except BaseException:
+        # Timed out or cancelled: the command and anything it started must not linger.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await process.wait()
+        raise
+    return CommandOutput(process.returncode or 0, output.decode("utf-8", errors="replace"))
+
+
+@dataclass(frozen=True)
+class HostProbes:
+    """The host functions checks use; tests replace any of them with fixtures."""
+
+    disk_space: Callable[[str], DiskSpace] = disk_space
+    virtual_memory: Callable[[], MemoryUse] = virtual_memory
+    swap_memory: Callable[[], MemoryUse] = swap_memory
+    load_average: Callable[[], tuple[float, float, float]] = os.getloadavg
+    cpu_count: Callable[[], int | None] = os.cpu_count
+    processes: Callable[[], Iterable[ProcessInfo]] = list_processes
+    run_command: Callable[[Sequence[str], float | None], Awaitable[CommandOutput]] = run_command
+    which: Callable[[str], str | None] = shutil.which
+
+
+@dataclass(frozen=True)
+class CheckEnv:
+    """Everything a check may use besides its own parameters."""
+
+    config: Config
+    host: HostProbes = field(default_factory=HostProbes)
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class CheckType(Generic[P]):
+    """A registered check type: its ``type:`` name, parameter model and run function."""
+
+    name: str
+    params: type[P]
+    run: Callable[[P, CheckEnv], Awaitable[Outcome]]
+    summary: str
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def grade_high(value: float, warn_above: float | None, fail_above: float | None) -> Status:
+    """FAIL when ``value`` exceeds ``fail_above``, WARN above ``warn_above``, else OK."""
+    if fail_above is not None and value > fail_above:
+        return Status.FAIL
+    if warn_above is not None and value > warn_above:
+        return Status.WARN
+    return Status.OK
+
+
+def grade_low(value: float, warn_below: float | None, fail_below: float | None) -> Status:
+    """FAIL when ``value`` is under ``fail_below``, WARN under ``warn_below``, else OK."""
+    if fail_below is not None and value < fail_below:
+        return Status.FAIL
+    if warn_below is not None and value < warn_below:
+        return Status.WARN
+    return Status.OK
+
+
+def thresholds(unit: str, warn: float | None, fail: float | None, word: str) -> str:
+    """'fail below 10%, warn below 20%' (word is 'below' or 'above')."""
+    parts = []
+    if fail is not None:
+        parts.append(f"fail {word} {fail:g}{unit}")
+    if warn is not None:
+        parts.append(f"warn {word} {warn:g}{unit}")
+    return ", ".join(parts) or "none"
