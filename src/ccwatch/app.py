@@ -24,6 +24,7 @@ from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpServer
 from ccwatch.incidents.store import StateStore
+from ccwatch.ingest.wiring import core_services
 from ccwatch.logs import setup_logging
 from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
 from ccwatch.readiness import Readiness
@@ -46,6 +47,7 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     what /readyz must wait for through ``runtime.readiness``.
     """
     services: dict[str, Service] = {}
+    services.update(core_services(runtime))
     from ccwatch.checklists.service import checklist_jobs
     from ccwatch.scheduler import run_scheduler
 

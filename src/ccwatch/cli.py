@@ -103,6 +103,13 @@ cli.add_command(retention_group)
 from ccwatch.checklists.cli import checklist_group  # noqa: E402
 
 cli.add_command(checklist_group)
+from ccwatch.incidents.cli import classify as classify_command  # noqa: E402
+from ccwatch.incidents.cli import incidents as incidents_group  # noqa: E402
+from ccwatch.ingest.simulate import simulate as simulate_command  # noqa: E402
+
+cli.add_command(classify_command)
+cli.add_command(incidents_group)
+cli.add_command(simulate_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccwatch import __version__
 from ccwatch.configbase import read_secret
+from ccwatch.incidents import api as incidents_api
 from ccwatch.metrics import exposition
 from ccwatch.runtime import Runtime
 
@@ -82,6 +83,7 @@ async def status_page(request: web.Request) -> web.Response:
         for name, state in runtime.readiness.snapshot().items()
     )
     uptime = int(time.time() - runtime.started_at)
+    incidents_html = await incidents_api.status_section(runtime)
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>ccwatch {html.escape(runtime.config.site)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
@@ -89,6 +91,7 @@ table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid
 </head><body><h1>ccwatch &mdash; site {html.escape(runtime.config.site)}</h1>
 <p>version {html.escape(__version__)}, up {uptime} s.
 <a href="/metrics">metrics</a> &middot; <a href="/api/incidents">incidents (JSON)</a></p>
+{incidents_html}
 <h2>Dependencies</h2><table><tr><th>name</th><th>state</th><th>detail</th></tr>{rows}</table>
 </body></html>"""
     return web.Response(text=page, content_type="text/html")
@@ -101,6 +104,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", status_page)
+    incidents_api.add_routes(app)
     return app
 
 

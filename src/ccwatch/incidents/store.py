@@ -34,6 +34,7 @@ MIGRATIONS: dict[int, str] = {
         component        TEXT NOT NULL,
         kind             TEXT NOT NULL DEFAULT 'production_loss',
         severity         INTEGER NOT NULL,
+        peak_severity    INTEGER NOT NULL,
         state            TEXT NOT NULL,
         production_loss  REAL NOT NULL,
         peak_loss        REAL NOT NULL,
@@ -43,6 +44,9 @@ MIGRATIONS: dict[int, str] = {
         acknowledged_at  REAL,
         acknowledged_by  TEXT,
         resolved_at      REAL,
+        first_response_due  REAL,
+        resolution_due   REAL,
+        rca_due          REAL,
         seq              INTEGER NOT NULL DEFAULT 0,
         data             TEXT NOT NULL DEFAULT '{}'
     );
@@ -50,6 +54,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX incidents_one_active
         ON incidents (site, component, kind) WHERE state != 'resolved';
     CREATE INDEX incidents_by_opened ON incidents (opened_at);
+    CREATE INDEX incidents_by_state ON incidents (state, opened_at);
 
     CREATE TABLE incident_timeline (
         id               INTEGER PRIMARY KEY,

@@ -1,0 +1,322 @@
+"""Production loss and severity of a component (pure: values in, values out).
+
+DESIGN.md contract 2, from seed 004. The production loss ``L`` of a component is the
+largest of:
+
+- agents unable to take calls ÷ seats
+- agents unable to log in ÷ seats, or (agents expected - agents logged in) ÷ seats,
+  floored at 0
+- calls rejected ÷ calls offered over the sliding window, once at least
+  ``min_calls_offered`` calls were offered in it
+- 1.0 while the component is down
+
+and the severity follows the exact boundaries of the support contract: critical when
+``L ≥ critical_at``, major when ``major_above < L < critical_at``, minor when
+``0 < L ≤ major_above``, then capped by the component's ``max_severity``.
+
+``ComponentWindow`` keeps what one component reported (latest agent counts, calls in
+time buckets over the window, up/down); ``assess`` turns it into an ``Assessment``.
+Nothing here reads a clock: times are the measurements' own timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from ccwatch.severity import Severity
+
+# Calls are summed in buckets of window/BUCKETS_PER_WINDOW: memory per component stays
+# bounded however fast a component publishes, at the cost of the window's edge moving
+# in steps of one bucket (5 s for the default 5 min window).
+BUCKETS_PER_WINDOW = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The severity boundaries and the calls guard; defaults are seed 004's."""
+
+    critical_at: float = 0.20
+    major_above: float = 0.02
+    min_calls_offered: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.major_above < self.critical_at <= 1:
+            raise ValueError(
+                f"thresholds must satisfy 0 <= major_above ({self.major_above}) < "
+                f"critical_at ({self.critical_at}) <= 1"
+            )
+        if self.min_calls_offered < 0:
+            raise ValueError(f"min_calls_offered ({self.min_calls_offered}) must be 0 or more")
+
+
+def severity_for(
+    loss: float, thresholds: Thresholds, max_severity: Severity = Severity.CRITICAL
+) -> Severity:
+    """The severity of a production loss, capped at ``max_severity``.
+
+    A NaN loss counts as no loss: the payload parser rejects NaN before it gets here, so
+    this only keeps the function total.
+    """
+    if loss >= thresholds.critical_at:
+        severity = Severity.CRITICAL
+    elif loss > thresholds.major_above:
+        severity = Severity.MAJOR
+    elif loss > 0:
+        severity = Severity.MINOR
+    else:
+        severity = Severity.NONE
+    return min(severity, max_severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """One component's production loss right now, the severity it maps to, and why."""
+
+    component: str
+    loss: float
+    severity: Severity
+    cause: str  # which measure gave the loss: take_calls, login, logged_in, rejected, down, none
+    metrics: dict[str, float | int | bool | None]
+    window_label: str = ""
+
+    @property
+    def impact(self) -> str:
+        # Built on demand: the pipeline assesses every message but needs the sentence only
+        # when an incident changes.
+        return impact_sentence(
+            self.component, self.cause, self.loss, self.metrics, self.window_label
+        )
+
+
+def percent(loss: float) -> str:
+    return f"{loss * 100:.1f}%"
+
+
+def _ratio(part: float, whole: float) -> float:
+    if whole <= 0 or not math.isfinite(part) or not math.isfinite(whole):
+        return 0.0
+    return min(1.0, max(0.0, part / whole))
+
+
+def assess(
+    *,
+    component: str,
+    thresholds: Thresholds,
+    max_severity: Severity = Severity.CRITICAL,
+    seats: float | None = None,
+    agents_unable_to_take_calls: float | None = None,
+    agents_unable_to_login: float | None = None,
+    agents_expected: float | None = None,
+    agents_logged_in: float | None = None,
+    calls_offered: float | None = None,
+    calls_rejected: float | None = None,
+    up: bool | None = None,
+    window_label: str = "",
+) -> Assessment:
+    """Classify one set of measures. Never raises on finite (or missing) inputs."""
+    # The largest loss wins (the first measure listed on a tie); the impact sentence is
+    # built for the winner only, because this runs for every message.
+    best_loss, best_cause = 0.0, "none"
+    if up is False:
+        best_loss, best_cause = 1.0, "down"
+    has_seats = seats is not None and seats > 0
+    if has_seats:
+        assert seats is not None
+        if agents_unable_to_take_calls is not None:
+            loss = _ratio(agents_unable_to_take_calls, seats)
+            if loss > best_loss:
+                best_loss, best_cause = loss, "take_calls"
+        if agents_unable_to_login is not None:
+            loss = _ratio(agents_unable_to_login, seats)
+            if loss > best_loss:
+                best_loss, best_cause = loss, "login"
+        if agents_expected is not None and agents_logged_in is not None:
+            loss = _ratio(max(0.0, agents_expected - agents_logged_in), seats)
+            if loss > best_loss:
+                best_loss, best_cause = loss, "logged_in"
+    if (
+        calls_offered is not None
+        and calls_rejected is not None
+        and calls_offered >= max(thresholds.min_calls_offered, 1)
+    ):
+        loss = _ratio(calls_rejected, calls_offered)
+        if loss > best_loss:
+            best_loss, best_cause = loss, "rejected"
+    metrics: dict[str, float | int | bool | None] = {
+        "seats": seats,
+        "agents_unable_to_take_calls": agents_unable_to_take_calls,
+        "agents_unable_to_login": agents_unable_to_login,
+        "agents_expected": agents_expected,
+        "agents_logged_in": agents_logged_in,
+        "calls_offered": calls_offered,
+        "calls_rejected": calls_rejected,
+        "up": up,
+    }
+    return Assessment(
+        component=component,
+        loss=best_loss,
+        severity=severity_for(best_loss, thresholds, max_severity),
+        cause=best_cause,
+        metrics=metrics,
+        window_label=window_label,
+    )
+
+
+def impact_sentence(
+    component: str,
+    cause: str,
+    loss: float,
+    metrics: dict[str, float | int | bool | None],
+    window_label: str = "",
+) -> str:
+    """The sentence support staff read, e.g. "23 of 100 agents cannot take calls (23.0%)"."""
+
+    def count(name: str) -> int | float:
+        value = metrics.get(name)
+        return _count(float(value)) if isinstance(value, int | float) else 0
+
+    if cause == "down":
+        return f"{component} is down (100.0%)"
+    if cause == "take_calls":
+        return (
+            f"{count('agents_unable_to_take_calls')} of {count('seats')} agents cannot take "
+            f"calls ({percent(loss)})"
+        )
+    if cause == "login":
+        return (
+            f"{count('agents_unable_to_login')} of {count('seats')} agents cannot log in "
+            f"({percent(loss)})"
+        )
+    if cause == "logged_in":
+        missing = _count(max(0.0, float(count("agents_expected")) - count("agents_logged_in")))
+        return (
+            f"{missing} of {count('seats')} expected agents are not logged in "
+            f"({count('agents_logged_in')} of {count('agents_expected')} logged in, "
+            f"{percent(loss)})"
+        )
+    if cause == "rejected":
+        within = f" in the last {window_label}" if window_label else ""
+        return (
+            f"{count('calls_rejected')} of {count('calls_offered')} calls rejected{within} "
+            f"({percent(loss)})"
+        )
+    return "no production loss"
+
+
+def _count(value: float) -> int | float:
+    """Counts print as integers when they are whole (they nearly always are)."""
+    if math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return round(value, 2)
+
+
+class ComponentWindow:
+    """What one component reported: latest agent counts, calls over the window, up/down.
+
+    Calls are bucketed by the measurements' timestamps; a late message (older than the
+    window) is ignored for calls but still updates nothing else, so a replayed backlog
+    adds up the same as a live stream.
+    """
+
+    __slots__ = (
+        "_bucket_seconds",
+        "_buckets",
+        "_newest_bucket",
+        "_offered",
+        "_rejected",
+        "_window_seconds",
+        "agents_expected",
+        "agents_logged_in",
+        "agents_unable_to_login",
+        "agents_unable_to_take_calls",
+        "seats",
+        "up",
+    )
+
+    def __init__(self, window_seconds: float) -> None:
+        self._window_seconds = window_seconds
+        self._bucket_seconds = window_seconds / BUCKETS_PER_WINDOW
+        # Each bucket: [bucket index, offered, rejected]
+        self._buckets: deque[list[float]] = deque()
+        self._newest_bucket = -math.inf
+        self._offered = 0.0
+        self._rejected = 0.0
+        self.seats: float | None = None
+        self.agents_unable_to_take_calls: float | None = None
+        self.agents_unable_to_login: float | None = None
+        self.agents_expected: float | None = None
+        self.agents_logged_in: float | None = None
+        self.up: bool | None = None
+
+    @property
+    def calls_offered(self) -> float:
+        return self._offered
+
+    @property
+    def calls_rejected(self) -> float:
+        return self._rejected
+
+    @property
+    def has_calls(self) -> bool:
+        return bool(self._buckets)
+
+    def add_calls(self, ts: float, offered: float, rejected: float) -> None:
+        index = math.floor(ts / self._bucket_seconds)
+        oldest_kept = self._newest_bucket - BUCKETS_PER_WINDOW + 1
+        if index < oldest_kept:
+            return  # older than the window: it would be evicted at once
+        if index > self._newest_bucket:
+            self._newest_bucket = index
+            self._evict(index - BUCKETS_PER_WINDOW + 1)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == index:
+            bucket = buckets[-1]
+        else:
+            # Out-of-order within the window: find or insert its bucket (rare, short scan).
+            found = [b for b in buckets if b[0] == index]
+            if found:
+                bucket = found[0]
+            else:
+                bucket = [float(index), 0.0, 0.0]
+                position = sum(1 for b in buckets if b[0] < index)
+                buckets.insert(position, bucket)
+        bucket[1] += offered
+        bucket[2] += rejected
+        self._offered += offered
+        self._rejected += rejected
+
+    def _evict(self, oldest_kept: float) -> None:
+        buckets = self._buckets
+        while buckets and buckets[0][0] < oldest_kept:
+            _, offered, rejected = buckets.popleft()
+            self._offered -= offered
+            self._rejected -= rejected
+        if not buckets:
+            # Reset the float sums so rounding error cannot accumulate across windows.
+            self._offered = self._rejected = 0.0
+
+    def assess(
+        self,
+        component: str,
+        thresholds: Thresholds,
+        max_severity: Severity,
+        seats_fallback: float | None = None,
+        window_label: str = "",
+    ) -> Assessment:
+        has_calls = bool(self._buckets)
+        return assess(
+            component=component,
+            thresholds=thresholds,
+            max_severity=max_severity,
+            seats=self.seats if self.seats is not None else seats_fallback,
+            agents_unable_to_take_calls=self.agents_unable_to_take_calls,
+            agents_unable_to_login=self.agents_unable_to_login,
+            agents_expected=self.agents_expected,
+            agents_logged_in=self.agents_logged_in,
+            calls_offered=round(self._offered, 6) if has_calls else None,
+            calls_rejected=round(self._rejected, 6) if has_calls else None,
+            up=self.up,
+            window_label=window_label,
+        )

@@ -1,0 +1,246 @@
+"""``ccwatch classify`` and ``ccwatch incidents list|show``.
+
+``incidents`` reads the state database directly (WAL lets it read while the daemon
+writes), so it works whether the daemon runs or not. Other features add verbs to the
+group with ``incidents.add_command(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ccwatch.classify import Thresholds, assess
+from ccwatch.config import ClassificationConfig, Config
+from ccwatch.incidents import repository
+from ccwatch.incidents.model import Incident, rfc3339
+from ccwatch.incidents.store import StateStore
+from ccwatch.severity import Severity
+
+T = TypeVar("T")
+EXIT_FAILURE = 1
+EXIT_NOT_FOUND = 3
+
+
+def _context() -> Any:
+    # The CLI's context object (cli.CliContext); imported lazily to avoid a cycle.
+    return click.get_current_context().find_root().obj
+
+
+def _load_config_if_present() -> Config | None:
+    context = _context()
+    path: Path = context.config_path
+    if not path.exists():
+        return None
+    config: Config = context.load()
+    return config
+
+
+# --- classify ------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--seats", type=float, help="Seats of the component (or components.<name>.seats).")
+@click.option("--unable-to-take-calls", type=float, help="Agents who cannot take calls.")
+@click.option("--unable-to-login", type=float, help="Agents who cannot log in.")
+@click.option("--agents-expected", type=float, help="Agents expected to be logged in.")
+@click.option("--agents-logged-in", type=float, help="Agents logged in.")
+@click.option("--calls-offered", type=float, help="Calls offered in the window.")
+@click.option("--calls-rejected", type=float, help="Calls rejected in the window.")
+@click.option("--down", is_flag=True, help="The component is down.")
+@click.option("--component", default="acd", show_default=True, help="Component name.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+def classify(
+    seats: float | None,
+    unable_to_take_calls: float | None,
+    unable_to_login: float | None,
+    agents_expected: float | None,
+    agents_logged_in: float | None,
+    calls_offered: float | None,
+    calls_rejected: float | None,
+    down: bool,
+    component: str,
+    output: str,
+) -> None:
+    """Classify a case by hand: prints the severity, the production loss and the impact.
+
+    Uses the thresholds of the config if one is found, seed 004's defaults otherwise.
+
+    \b
+    Example: ccwatch classify --seats 100 --unable-to-take-calls 23
+    """
+    config = _load_config_if_present()
+    classification = config.classification if config else ClassificationConfig()
+    max_severity = Severity.CRITICAL
+    if config is not None and component in config.components:
+        settings = config.components[component]
+        max_severity = settings.max_severity
+        if seats is None and settings.seats is not None:
+            seats = float(settings.seats)
+    elif config is None and component == "reports":
+        max_severity = Severity.MAJOR  # the shipped default cap (seed 004)
+    values = [unable_to_take_calls, unable_to_login, agents_expected, agents_logged_in]
+    values += [calls_offered, calls_rejected, seats]
+    if any(v is not None and v < 0 for v in values):
+        raise click.UsageError("counts cannot be negative")
+    if (agents_expected is None) != (agents_logged_in is None):
+        raise click.UsageError("give both --agents-expected and --agents-logged-in")
+    if (calls_offered is None) != (calls_rejected is None):
+        raise click.UsageError("give both --calls-offered and --calls-rejected")
+    if calls_offered is not None and calls_rejected is not None and calls_rejected > calls_offered:
+        raise click.UsageError("--calls-rejected cannot exceed --calls-offered")
+    seat_measures = (unable_to_take_calls, unable_to_login, agents_expected)
+    if seats is None and any(v is not None for v in seat_measures):
+        raise click.UsageError(f"give --seats (or set components.{component}.seats in the config)")
+    thresholds = Thresholds(
+        critical_at=classification.critical_at,
+        major_above=classification.major_above,
+        min_calls_offered=classification.min_calls_offered,
+    )
+    result = assess(
+        component=component,
+        thresholds=thresholds,
+        max_severity=max_severity,
+        seats=seats,
+        agents_unable_to_take_calls=unable_to_take_calls,
+        agents_unable_to_login=unable_to_login,
+        agents_expected=agents_expected,
+        agents_logged_in=agents_logged_in,
+        calls_offered=calls_offered,
+        calls_rejected=calls_rejected,
+        up=False if down else None,
+    )
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "component": component,
+                    "severity": result.severity.label,
+                    "priority": result.severity.priority or None,
+                    "production_loss": round(result.loss, 6),
+                    "impact": result.impact,
+                    "cause": result.cause,
+                    "thresholds": {
+                        "critical_at": thresholds.critical_at,
+                        "major_above": thresholds.major_above,
+                        "min_calls_offered": thresholds.min_calls_offered,
+                    },
+                    "max_severity": max_severity.label,
+                }
+            )
+        )
+        return
+    label = result.severity.label
+    if result.severity:
+        label = f"{label} ({result.severity.priority})"
+    click.echo(f"severity: {label}")
+    click.echo(f"loss:     {result.loss * 100:.1f}%")
+    click.echo(f"impact:   {result.impact}")
+    if calls_offered is not None and calls_offered < thresholds.min_calls_offered:
+        click.echo(
+            f"note:     rejected calls count only once {thresholds.min_calls_offered} calls "
+            "were offered in the window"
+        )
+
+
+# --- incidents list / show -----------------------------------------------------------
+
+
+def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
+    config = _context().load()
+    path = config.state.path
+    if not Path(path).exists():
+        raise click.ClickException(
+            f"no state database at {path} yet (the daemon creates it on its first start)"
+        )
+    store = StateStore.open(path)
+    try:
+        return store.run_sync(fn)
+    finally:
+        store.close()
+
+
+@click.group("incidents")
+def incidents() -> None:
+    """Incidents in the state database (works while the daemon runs)."""
+
+
+@incidents.command("list")
+@click.option(
+    "--state",
+    type=click.Choice([*repository.STATES, repository.ACTIVE]),
+    help="Only incidents in this state (active: not resolved).",
+)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+def list_command(state: str | None, limit: int, output: str) -> None:
+    """List incidents, newest first."""
+    found = _with_store(lambda conn: repository.list_incidents(conn, state=state, limit=limit))
+    if output == "json":
+        click.echo(json.dumps([i.to_api() for i in found], indent=2))
+        return
+    if not found:
+        click.echo("no incidents" + (f" in state {state}" if state else ""))
+        return
+    click.echo(
+        f"{'ID':<32}  {'PRI':<3}  {'SEVERITY':<8}  {'STATE':<12}  {'COMPONENT':<12}  "
+        f"{'LOSS':>6}  OPENED                IMPACT"
+    )
+    for incident in found:
+        click.echo(
+            f"{incident.id:<32}  {incident.priority:<3}  {incident.severity.label:<8}  "
+            f"{incident.state:<12}  {incident.component:<12}  "
+            f"{incident.production_loss * 100:5.1f}%  {rfc3339(incident.opened_at):<20}  "
+            f"{incident.impact}"
+        )
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+def show_command(incident_id: str, output: str) -> None:
+    """Show one incident with its timeline (an id prefix of 6+ characters will do)."""
+
+    def load(conn: sqlite3.Connection) -> tuple[Incident | None, list[Any]]:
+        incident = repository.load_incident(conn, incident_id)
+        if incident is None and len(incident_id) >= 6:
+            rows = conn.execute(
+                "SELECT id FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
+            ).fetchall()
+            if len(rows) == 1:
+                incident = repository.load_incident(conn, rows[0]["id"])
+        if incident is None:
+            return None, []
+        return incident, repository.load_timeline(conn, incident.id)
+
+    incident, timeline = _with_store(load)
+    if incident is None:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND)
+    body = incident.to_api(timeline)
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    for key in ("id", "site", "component", "kind", "severity", "priority", "state", "impact"):
+        click.echo(f"{key + ':':<18}{body[key]}")
+    click.echo(
+        f"{'production_loss:':<18}{incident.production_loss * 100:.1f}% "
+        f"(peak {incident.peak_loss * 100:.1f}%, {incident.peak_severity.label})"
+    )
+    for key in ("opened_at", "updated_at", "acknowledged_at", "acknowledged_by", "resolved_at"):
+        if body[key] is not None:
+            click.echo(f"{key + ':':<18}{body[key]}")
+    for key, value in body["sla"].items():
+        if value is not None:
+            click.echo(f"{key + ':':<18}{value}")
+    click.echo("timeline:")
+    for entry in timeline:
+        click.echo(
+            f"  {rfc3339(entry.at)}  {entry.change:<13} {entry.severity.label:<8} "
+            f"{entry.state:<12} {entry.production_loss * 100:5.1f}%  {entry.detail}"
+        )

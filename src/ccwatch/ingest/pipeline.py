@@ -1,0 +1,204 @@
+"""parse → window → classify → lifecycle, for one message at a time.
+
+``Pipeline.handle(topic, payload, received_at)`` is synchronous and never raises: a
+rejected message is counted under ``ccwatch_ingest_rejected_total{reason}``, logged at
+most once per reason per minute, and changes nothing. It returns the lifecycle
+transitions the message caused; ``handle_message`` also writes them (awaiting the
+store only when something changed, which is rare, so the hot path stays synchronous).
+
+The lifecycle's clock is the receive time: holds measure how long ccwatch has seen a
+condition, the way Prometheus' ``for:`` does, so a publisher's clock skew cannot open
+or resolve anything early. The calls window uses the messages' own ``ts`` so a replayed
+backlog adds up the same as the live stream did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ccwatch.classify import ComponentWindow, Thresholds
+from ccwatch.config import Config
+from ccwatch.durations import format_duration
+from ccwatch.errors import PayloadError
+from ccwatch.incidents.lifecycle import Transition
+from ccwatch.incidents.service import IncidentService
+from ccwatch.ingest.payload import REJECT_REASONS, Measurement, PayloadParser, parse_topic
+from ccwatch.metrics import shared_metrics
+from ccwatch.severity import Severity
+
+logger = logging.getLogger(__name__)
+
+REJECT_LOG_INTERVAL = 60.0
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "ccwatch_ingest_messages_total",
+            "MQTT messages received on the metrics and status topics (accepted or not)",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "ccwatch_ingest_rejected_total",
+            "Messages rejected, by reason (they change no incident)",
+            ["reason"],
+            registry=registry,
+        )
+        self.lag = Histogram(
+            "ccwatch_ingest_lag_seconds",
+            "Receive time minus the measurement's ts",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600),
+            registry=registry,
+        )
+        self.loss = Gauge(
+            "ccwatch_component_production_loss_ratio",
+            "Current production loss of a component (0..1)",
+            ["site", "component"],
+            registry=registry,
+        )
+        self.severity = Gauge(
+            "ccwatch_component_severity",
+            "Current classified severity of a component: 0 none, 1 minor, 2 major, 3 critical",
+            ["site", "component"],
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason=reason)
+
+
+@dataclass(slots=True)
+class _Component:
+    window: ComponentWindow
+    max_severity: Severity
+    seats_fallback: float | None
+    loss_gauge: Gauge
+    severity_gauge: Gauge
+
+
+class Pipeline:
+    """One site's ingestion pipeline; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        incidents: IncidentService,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.incidents = incidents
+        self.clock = clock
+        self.metrics = shared_metrics(IngestMetrics, registry)
+        self.parser = PayloadParser(
+            config.site,
+            config.components,
+            config.mqtt.max_payload_bytes,
+            config.mqtt.topic_prefix,
+        )
+        classification = config.classification
+        self.thresholds = Thresholds(
+            critical_at=classification.critical_at,
+            major_above=classification.major_above,
+            min_calls_offered=classification.min_calls_offered,
+        )
+        self.window_seconds = classification.window.total_seconds()
+        self.window_label = format_duration(classification.window)
+        self._components: dict[str, _Component] = {}
+        self._last_logged: dict[str, float] = {}
+        # Bound methods looked up once: this runs for every message.
+        self._count_message = self.metrics.messages.inc
+        self._observe_lag = self.metrics.lag.observe
+
+    # --- the hot path ---------------------------------------------------------------
+
+    async def handle_message(
+        self, topic: str, payload: bytes, received_at: float | None = None
+    ) -> None:
+        transitions = self.handle(
+            topic, payload, self.clock() if received_at is None else received_at
+        )
+        if transitions:
+            await self.incidents.apply(transitions)
+
+    def handle(self, topic: str, payload: bytes | str, received_at: float) -> list[Transition]:
+        self._count_message()
+        try:
+            component, kind = parse_topic(topic, self.config.mqtt.topic_prefix, self.config.site)
+            if kind == "metrics":
+                measurements = self.parser.parse_metrics(component, payload, received_at)
+            else:
+                measurements = [self.parser.parse_status(component, payload, received_at)]
+        except PayloadError as exc:
+            self._reject(exc, topic, received_at)
+            return []
+        transitions: list[Transition] = []
+        for measurement in measurements:
+            transitions.extend(self.classify(measurement))
+        return transitions
+
+    def classify(self, m: Measurement) -> list[Transition]:
+        """Window and classify one accepted measurement, then feed the lifecycle."""
+        state = self._components.get(m.component)
+        if state is None:
+            state = self._component(m.component)
+        lag = m.received_at - m.ts
+        self._observe_lag(lag if lag > 0 else 0.0)
+        window = state.window
+        if m.seats is not None:
+            window.seats = m.seats
+        if m.agents_unable_to_take_calls is not None:
+            window.agents_unable_to_take_calls = m.agents_unable_to_take_calls
+        if m.agents_unable_to_login is not None:
+            window.agents_unable_to_login = m.agents_unable_to_login
+        if m.agents_expected is not None:
+            window.agents_expected = m.agents_expected
+        if m.agents_logged_in is not None:
+            window.agents_logged_in = m.agents_logged_in
+        if m.up is not None:
+            window.up = m.up
+        if m.calls_offered is not None and m.calls_rejected is not None:
+            window.add_calls(m.ts, m.calls_offered, m.calls_rejected)
+        assessment = window.assess(
+            m.component,
+            self.thresholds,
+            state.max_severity,
+            state.seats_fallback,
+            self.window_label,
+        )
+        state.loss_gauge.set(assessment.loss)
+        state.severity_gauge.set(assessment.severity)
+        return self.incidents.observe(m.component, assessment, m.received_at)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _component(self, name: str) -> _Component:
+        settings = self.config.components[name]
+        site = self.config.site
+        state = _Component(
+            window=ComponentWindow(self.window_seconds),
+            max_severity=settings.max_severity,
+            seats_fallback=float(settings.seats) if settings.seats is not None else None,
+            loss_gauge=self.metrics.loss.labels(site=site, component=name),
+            severity_gauge=self.metrics.severity.labels(site=site, component=name),
+        )
+        self._components[name] = state
+        return state
+
+    def _reject(self, exc: PayloadError, topic: str, now: float) -> None:
+        self.metrics.rejected.labels(reason=exc.reason).inc()
+        last = self._last_logged.get(exc.reason)
+        if last is None or now - last >= REJECT_LOG_INTERVAL:
+            self._last_logged[exc.reason] = now
+            logger.warning(
+                "rejected a message on %s (%s): %s; further %s rejections are only counted "
+                "for a minute (ccwatch_ingest_rejected_total)",
+                topic[:120],
+                exc.reason,
+                exc.detail,
+                exc.reason,
+            )

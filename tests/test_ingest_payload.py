@@ -1,0 +1,211 @@
+"""MQTT payloads: native and Telegraf JSON, counters, and every rejection reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ccwatch.errors import PayloadError
+from ccwatch.ingest.payload import Measurement, PayloadParser, parse_timestamp, parse_topic
+
+COMPONENTS = ("acd", "ivr", "dialer", "voice_logger", "reports")
+NOW = 1_795_000_000.0
+
+
+def parser(max_bytes: int = 65536) -> PayloadParser:
+    return PayloadParser("blr1", COMPONENTS, max_bytes)
+
+
+def parse_one(body: Any, component: str = "acd", p: PayloadParser | None = None) -> Measurement:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    [measurement] = (p or parser()).parse_metrics(component, payload, NOW)
+    return measurement
+
+
+def reason_of(body: Any, component: str = "acd", p: PayloadParser | None = None) -> str:
+    with pytest.raises(PayloadError) as caught:
+        parse_one(body, component, p)
+    return caught.value.reason
+
+
+def test_native_payload_from_the_design() -> None:
+    m = parse_one(
+        {
+            "ts": "2026-11-23T10:00:00Z",
+            "interval_s": 10,
+            "seats": 100,
+            "agents_logged_in": 78,
+            "agents_expected": 98,
+            "agents_unable_to_login": 0,
+            "agents_unable_to_take_calls": 23,
+            "calls_offered": 400,
+            "calls_rejected": 12,
+            "up": True,
+        }
+    )
+    assert (m.component, m.seats, m.agents_unable_to_take_calls, m.calls_rejected, m.up) == (
+        "acd",
+        100,
+        23,
+        12,
+        True,
+    )
+    assert m.ts == parse_timestamp("2026-11-23T10:00:00+00:00")
+
+
+def test_missing_ts_means_receive_time_and_epoch_units_are_recognised() -> None:
+    assert parse_one({"up": True}).ts == NOW
+    assert parse_one({"up": True, "ts": 1_795_000_000}).ts == 1_795_000_000
+    assert parse_one({"up": True, "ts": 1_795_000_000_000}).ts == pytest.approx(1_795_000_000)
+    assert parse_one({"up": True, "ts": 1_795_000_000_000_000_000}).ts == pytest.approx(
+        1_795_000_000
+    )
+
+
+def test_telegraf_json_with_tags_and_batches() -> None:
+    single = {
+        "name": "acd",
+        "tags": {"site": "blr1", "component": "dialer", "host": "cc1"},
+        "fields": {"calls_offered": 100, "calls_rejected": 12},
+        "timestamp": 1_795_000_000,
+    }
+    m = parse_one(single, component="acd")
+    assert (m.component, m.calls_offered, m.calls_rejected, m.ts) == (
+        "dialer",
+        100,
+        12,
+        1_795_000_000,
+    )
+    batch = {"metrics": [single, {**single, "tags": {"component": "ivr"}}]}
+    measurements = parser().parse_metrics("acd", json.dumps(batch).encode(), NOW)
+    assert [m.component for m in measurements] == ["dialer", "ivr"]
+    assert reason_of({**single, "tags": {"site": "del2"}}) == "schema"
+
+
+def test_counters_become_deltas_and_survive_a_reset() -> None:
+    p = parser()
+    first = parse_one({"ts": 100, "calls_offered_total": 1000, "calls_rejected_total": 10}, p=p)
+    assert first.calls_offered is None  # the first sample only sets the baseline
+    second = parse_one({"ts": 110, "calls_offered_total": 1040, "calls_rejected_total": 14}, p=p)
+    assert (second.calls_offered, second.calls_rejected) == (40, 4)
+    reset = parse_one({"ts": 120, "calls_offered_total": 30, "calls_rejected_total": 1}, p=p)
+    assert (reset.calls_offered, reset.calls_rejected) == (30, 1)
+    # A redelivered older message must not look like a reset.
+    old = parse_one({"ts": 110, "calls_offered_total": 1040, "calls_rejected_total": 14}, p=p)
+    assert old.calls_offered is None
+    after = parse_one({"ts": 130, "calls_offered_total": 50, "calls_rejected_total": 1}, p=p)
+    assert (after.calls_offered, after.calls_rejected) == (20, 0)
+
+
+def test_status_topic_online_and_offline() -> None:
+    assert parser().parse_status("ivr", b"offline", NOW).up is False
+    assert parser().parse_status("ivr", b"online", NOW).up is True
+    with pytest.raises(PayloadError, match="online or offline"):
+        parser().parse_status("ivr", b"maybe", NOW)
+
+
+def test_topic_parsing() -> None:
+    assert parse_topic("cc/blr1/acd/metrics", "cc", "blr1") == ("acd", "metrics")
+    assert parse_topic("a/b/blr1/ivr/status", "a/b", "blr1") == ("ivr", "status")
+    with pytest.raises(PayloadError):
+        parse_topic("cc/del2/acd/metrics", "cc", "blr1")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not_json"),
+        (b"\xff\xfe", "not_json"),
+        ([1, 2], "schema"),
+        ({"ts": "2026-11-23T10:00:00Z"}, "schema"),
+        ({"seats": "100"}, "schema"),
+        ({"seats": True}, "schema"),
+        ({"up": "sometimes"}, "schema"),
+        ({"up": True, "ts": "yesterday"}, "schema"),
+        ({"up": True, "ts": "2026-11-23T10:00:00"}, "schema"),
+        ({"agents_unable_to_take_calls": -1, "seats": 100}, "negative"),
+        ({"calls_offered": 10, "calls_rejected": 11}, "inconsistent"),
+        ({"seats": 100, "agents_logged_in": 101}, "inconsistent"),
+        ({"seats": 100, "agents_unable_to_take_calls": 101}, "inconsistent"),
+        ({"seats": 0, "agents_unable_to_take_calls": 0}, "inconsistent"),
+        (b'{"seats": NaN}', "nan"),
+        (b'{"calls_offered": Infinity, "calls_rejected": 0}', "nan"),
+    ],
+)
+def test_bad_payloads_are_rejected_with_their_reason(body: Any, reason: str) -> None:
+    assert reason_of(body) == reason
+
+
+def test_unknown_component_and_too_large() -> None:
+    assert reason_of({"up": True}, component="fax") == "unknown_component"
+    huge = json.dumps({"up": True, "pad": "x" * 70_000}).encode()
+    assert reason_of(huge) == "too_large"
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    # Not even JSON, but too large: the size decides, so no parser time is spent on it.
+    assert reason_of(b"[" * 1000, p=parser(max_bytes=100)) == "too_large"
+
+
+def test_rejected_counter_message_does_not_move_the_baseline() -> None:
+    p = parser()
+    parse_one({"ts": 1, "calls_offered_total": 100, "calls_rejected_total": 0}, p=p)
+    assert reason_of({"ts": 2, "calls_offered_total": 110, "calls_rejected_total": 50}, p=p) == (
+        "inconsistent"
+    )
+    ok = parse_one({"ts": 3, "calls_offered_total": 120, "calls_rejected_total": 5}, p=p)
+    assert (ok.calls_offered, ok.calls_rejected) == (20, 5)
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+json_values = (
+    scalars
+    | st.lists(scalars, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["site", "component", "calls_offered", "up", "x"]), scalars, max_size=3
+    )
+)
+field_names = st.sampled_from(
+    [
+        "ts",
+        "seats",
+        "agents_logged_in",
+        "agents_expected",
+        "agents_unable_to_login",
+        "agents_unable_to_take_calls",
+        "calls_offered",
+        "calls_rejected",
+        "up",
+        "calls_offered_total",
+        "calls_rejected_total",
+        "fields",
+        "tags",
+        "metrics",
+        "timestamp",
+    ]
+)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_either_parse_or_are_rejected_with_a_reason(payload: bytes) -> None:
+    try:
+        parser().parse_metrics("acd", payload, NOW)
+    except PayloadError as exc:
+        assert exc.reason
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(field_names, json_values, max_size=8))
+def test_any_json_object_either_parses_or_is_rejected_with_a_reason(body: dict[str, Any]) -> None:
+    try:
+        payload = json.dumps(body).encode()
+    except ValueError:
+        return
+    try:
+        parser().parse_metrics("acd", payload, NOW)
+    except PayloadError as exc:
+        assert exc.reason
