@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccwatch.config import validate_data
+from ccwatch.config import load_config, validate_data
 from ccwatch.errors import ConfigError
 from ccwatch.severity import Severity
 from ccwatch.sla import EscalationConfig, IncidentTimes, SlaConfig, escalations_due
@@ -133,3 +134,20 @@ def test_bad_escalation_config_is_explained(levels: list[object], message: str) 
     with pytest.raises(ConfigError) as caught:
         validate_data(EscalationConfig, {"levels": levels}, "escalation")
     assert message in "\n".join(caught.value.problems)
+
+
+def test_escalation_targets_are_checked_against_tickets_and_email(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "site: blr1\n"
+        "tickets: [{type: webhook, url: 'https://tickets.example/hook'}]\n"
+        "escalation:\n"
+        "  levels:\n"
+        "    - {name: L2, trigger: first_response_breach, upstream: pagerduty}\n"
+        "    - {name: COO, trigger: resolution_breach, email: [coo@example.com]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.problems)
+    assert "escalation -> levels -> 1 -> upstream: no enabled upstream named 'pagerduty'" in text
+    assert "escalation -> levels -> 2 -> email: mailing needs the top-level `email:`" in text

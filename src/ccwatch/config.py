@@ -30,7 +30,7 @@ from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
 from ccwatch.retention.config import RetentionConfig
 from ccwatch.severity import Severity, SeverityName
-from ccwatch.sla import EscalationConfig, SlaConfig
+from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
 from ccwatch.tickets.config import TicketUpstream
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
@@ -209,6 +209,9 @@ class Config(StrictModel):
             )
         if any(u.type == "email" for u in self.tickets if u.enabled) and self.email is None:
             raise ValueError("tickets: an email upstream needs the top-level `email:` section")
+        enabled = [u.upstream_name for u in self.tickets if u.enabled]
+        if problems := escalation_problems(self.escalation, enabled, self.email is not None):
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -30,11 +30,11 @@ from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_serializer, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration
-from ccwatch.severity import Severity
+from ccwatch.severity import Severity, SeverityName
 
 ClockKind = Literal["first_response", "resolution", "rca"]
 CLOCK_KINDS: tuple[ClockKind, ...] = ("first_response", "resolution", "rca")
@@ -417,22 +417,11 @@ class EscalationLevel(StrictModel):
         0.8, gt=0, lt=1, description="fraction of the target for *_warning triggers"
     )
     after: Duration = Field(timedelta(0), description="extra business time past the breach")
-    severities: list[Severity] = Field(
+    severities: list[SeverityName] = Field(
         default_factory=lambda: [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL]
     )
     email: list[str] = Field(default_factory=list, description="addresses told directly")
     upstream: str | None = Field(None, description="a `tickets:` upstream name to notify")
-
-    @field_validator("severities", mode="before")
-    @classmethod
-    def _parse_severities(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [Severity.parse(item) for item in value]
-        return value
-
-    @field_serializer("severities")
-    def _severity_names(self, value: list[Severity]) -> list[str]:
-        return [severity.label for severity in value]
 
     @model_validator(mode="after")
     def _has_target(self) -> EscalationLevel:
@@ -464,6 +453,27 @@ class EscalationConfig(StrictModel):
         if repeated:
             raise ValueError(f"levels: names must be unique, {', '.join(repeated)} repeats")
         return self
+
+
+def escalation_problems(
+    escalation: EscalationConfig, upstream_names: Iterable[str], has_email_relay: bool
+) -> list[str]:
+    """Cross-section checks of ``escalation:`` against ``tickets:`` and ``email:``."""
+    known = set(upstream_names)
+    problems: list[str] = []
+    for position, level in enumerate(escalation.levels, start=1):
+        if level.upstream is not None and level.upstream not in known:
+            choices = ", ".join(sorted(known)) or "none configured"
+            problems.append(
+                f"escalation -> levels -> {position} -> upstream: no enabled upstream named "
+                f"{level.upstream!r} in `tickets:` ({choices})"
+            )
+        if level.email and not has_email_relay:
+            problems.append(
+                f"escalation -> levels -> {position} -> email: mailing needs the top-level "
+                "`email:` section"
+            )
+    return problems
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, field_serializer, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, model_validator
 
 from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
 from ccwatch.durations import Duration
-from ccwatch.severity import Severity
+from ccwatch.severity import Severity, SeverityName
 
 
 class UpstreamBase(StrictModel):
@@ -23,11 +23,11 @@ class UpstreamBase(StrictModel):
 
     enabled: bool = True  # first, so that secret checks can skip a disabled example
     name: str | None = Field(None, description="defaults to the type; must be unique")
-    severities: list[Severity] = Field(
+    severities: list[SeverityName] = Field(
         default_factory=lambda: [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL],
         description="which incident severities this upstream receives",
     )
-    components: dict[str, list[Severity]] = Field(
+    components: dict[str, list[SeverityName]] = Field(
         default_factory=dict,
         description="per-component override of `severities` (an empty list mutes a component)",
     )
@@ -35,31 +35,6 @@ class UpstreamBase(StrictModel):
     retry_max: Duration = Field(
         timedelta(minutes=5), description="cap of the exponential retry backoff"
     )
-
-    @field_validator("severities", mode="before")
-    @classmethod
-    def _parse_severities(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [Severity.parse(item) for item in value]
-        return value
-
-    @field_validator("components", mode="before")
-    @classmethod
-    def _parse_component_severities(cls, value: object) -> object:
-        if isinstance(value, dict):
-            return {
-                key: [Severity.parse(item) for item in items] if isinstance(items, list) else items
-                for key, items in value.items()
-            }
-        return value
-
-    @field_serializer("severities")
-    def _severity_names(self, value: list[Severity]) -> list[str]:
-        return [severity.label for severity in value]
-
-    @field_serializer("components")
-    def _component_severity_names(self, value: dict[str, list[Severity]]) -> dict[str, list[str]]:
-        return {key: [severity.label for severity in items] for key, items in value.items()}
 
     @property
     def upstream_name(self) -> str:
