@@ -30,6 +30,7 @@ from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
 from ccwatch.readiness import Readiness
 from ccwatch.runtime import Runtime
 from ccwatch.systemd import SystemdNotifier
+from ccwatch.tickets.service import ticket_services
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     """
     services: dict[str, Service] = {}
     services.update(core_services(runtime))
+    services.update(ticket_services(runtime))  # after core: it hooks the incident service
     from ccwatch.checklists.service import checklist_jobs
     from ccwatch.scheduler import run_scheduler
 

@@ -110,6 +110,10 @@ from ccwatch.ingest.simulate import simulate as simulate_command  # noqa: E402
 cli.add_command(classify_command)
 cli.add_command(incidents_group)
 cli.add_command(simulate_command)
+from ccwatch.tickets.cli import ack_command, tickets_group  # noqa: E402
+
+incidents_group.add_command(ack_command)
+cli.add_command(tickets_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,7 @@ from ccwatch.configbase import read_secret
 from ccwatch.incidents import api as incidents_api
 from ccwatch.metrics import exposition
 from ccwatch.runtime import Runtime
+from ccwatch.tickets import api as tickets_api
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", status_page)
     incidents_api.add_routes(app)
+    tickets_api.add_routes(app)  # POST /api/incidents/<id>/ack
     return app
 
 

@@ -1,0 +1,132 @@
+"""``ccwatch incidents ack`` and ``ccwatch tickets list|retry``.
+
+Both work on the state database directly, whether or not the daemon runs (SQLite WAL
+lets them write beside it; the daemon's dispatcher picks new outbox rows up within its
+poll interval).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import click
+
+from ccwatch.config import Config
+from ccwatch.incidents import repository
+from ccwatch.incidents.model import rfc3339
+from ccwatch.incidents.store import StateStore
+from ccwatch.tickets.outbox import outbox_rows, retry_dead
+
+T = TypeVar("T")
+EXIT_FAILURE = 1
+EXIT_NOT_FOUND = 3
+
+
+def _config() -> Config:
+    from ccwatch.cli import CliContext  # cli.py registers this module's commands
+
+    context = click.get_current_context().find_object(CliContext)
+    assert context is not None
+    return context.load()
+
+
+def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
+    store = StateStore.open(_config().state.path)
+    try:
+        return store.run_sync(fn)
+    finally:
+        store.close()
+
+
+@click.command("ack")
+@click.argument("incident_id")
+@click.option("--by", "by", default=None, help="Who acknowledges [default: your user name].")
+def ack_command(incident_id: str, by: str | None) -> None:
+    """Acknowledge an incident: stops its first-response SLA clock."""
+    from ccwatch.tickets.service import TicketExtras  # imports the incident service
+
+    config = _config()
+    who = by or getpass.getuser()
+    now = time.time()
+    extras = TicketExtras(config)
+
+    def acknowledge(conn: sqlite3.Connection) -> Any:
+        stored = repository.load_incident(conn, incident_id)
+        if stored is None and len(incident_id) >= 6:
+            rows = conn.execute(
+                "SELECT id FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
+            ).fetchall()
+            stored = repository.load_incident(conn, rows[0][0]) if len(rows) == 1 else None
+        if stored is None:
+            raise repository.UnknownIncidentError(incident_id)
+        preview = replace(stored, acknowledged_at=now, acknowledged_by=who, seq=stored.seq + 1)
+        return repository.acknowledge(
+            conn, stored.id, who, now, config.tickets, extras.sla_only(preview, "update")
+        )
+
+    store = StateStore.open(config.state.path)
+    try:
+        incident = store.run_sync(acknowledge)
+    except repository.UnknownIncidentError:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND) from None
+    except ValueError as exc:
+        click.echo(f"ccwatch: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
+    finally:
+        store.close()
+    click.echo(
+        f"incident {incident.id} acknowledged by {incident.acknowledged_by} at "
+        f"{rfc3339(incident.acknowledged_at)}"
+    )
+
+
+@click.group("tickets")
+def tickets_group() -> None:
+    """Ticket events in the outbox: what was delivered upstream, what waits, what failed."""
+
+
+@tickets_group.command("list")
+@click.option("--incident", "incident_id", help="Only events of this incident.")
+@click.option("--dead", is_flag=True, help="Only dead-lettered events (refused for good).")
+@click.option("--pending", is_flag=True, help="Only events still waiting to be delivered.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+def list_command(
+    incident_id: str | None, dead: bool, pending: bool, limit: int, output: str
+) -> None:
+    """List outbox events, newest first, with their delivery state and last error."""
+    status = "dead" if dead else "pending" if pending else None
+    rows = _with_store(
+        lambda c: outbox_rows(c, incident_id=incident_id, status=status, limit=limit)
+    )
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no ticket events")
+        return
+    click.echo(f"{'ID':>6}  {'UPSTREAM':<14} {'EVENT':<12} {'STATUS':<9} {'TRIES':>5}  KEY / ERROR")
+    for row in rows:
+        click.echo(
+            f"{row['id']:>6}  {row['upstream']:<14} {row['event']:<12} {row['status']:<9} "
+            f"{row['attempts']:>5}  {row['idempotency_key']}"
+        )
+        if row["last_error"]:
+            click.echo(f"{'':>6}  {'':<14} last error: {row['last_error']}")
+
+
+@tickets_group.command("retry")
+@click.argument("event_ids", nargs=-1, type=int, required=True)
+def retry_command(event_ids: tuple[int, ...]) -> None:
+    """Send dead-lettered events again (after fixing what the upstream refused)."""
+    changed = _with_store(lambda c: retry_dead(c, event_ids, time.time()))
+    click.echo(f"{changed} event(s) queued again")
+    if changed < len(event_ids):
+        raise SystemExit(EXIT_FAILURE)
