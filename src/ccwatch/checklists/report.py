@@ -49,26 +49,29 @@ def subject(run: ChecklistRun) -> str:
     return f"[ccwatch] {run.site} {run.checklist} checklist: {count_phrase(run)}"
 
 
-def summary_line(run: ChecklistRun, zone: tzinfo = UTC) -> str:
+def verdict(run: ChecklistRun) -> str:
+    """'3 of 17 checks need attention', or that nothing does."""
     counts = run.counts
-    total = len(run.results)
-    when = datetime.fromtimestamp(run.started_at, zone).strftime("%Y-%m-%d %H:%M %Z")
     problems = counts[Status.FAIL] + counts[Status.ERROR] + counts[Status.WARN]
-    if problems == 0:
-        verdict = "every check passed" if not counts[Status.SKIPPED] else "no problems found"
-    else:
-        verdict = f"{problems} of {total} checks need attention"
+    if problems:
+        return f"{problems} of {len(run.results)} checks need attention"
+    return "every check passed" if not counts[Status.SKIPPED] else "no problems found"
+
+
+def summary_line(run: ChecklistRun, zone: tzinfo = UTC) -> str:
+    when = datetime.fromtimestamp(run.started_at, zone).strftime("%Y-%m-%d %H:%M %Z")
     return (
-        f"{run.site} {run.checklist} checklist, {when}: {verdict} "
+        f"{run.site} {run.checklist} checklist, {when}: {verdict(run)} "
         f"({count_phrase(run)}; ran in {run.duration_seconds:.1f} s)"
     )
 
 
 def render_text(run: ChecklistRun, zone: tzinfo = UTC) -> str:
     lines = [summary_line(run, zone), ""]
+    width = max((len(r.id) + len(r.type) + 3 for r in run.results), default=0)
     for result in run.ordered():
         title = f"{result.id} ({result.type})"
-        lines.append(f"{_LABEL[result.status]:<8}{title:<34} {result.value}")
+        lines.append(f"{_LABEL[result.status]:<8}{title:<{width}}  {result.value}")
         if result.status is not Status.OK and result.status is not Status.SKIPPED:
             if result.threshold:
                 lines.append(f"{'':8}threshold: {result.threshold}")
@@ -195,7 +198,8 @@ def render_html(run: ChecklistRun, zone: tzinfo = UTC) -> str:
         f"{e(run.checklist.capitalize())} checklist: {e(count_phrase(run))}</div>"
         f'<div style="font-size:13px;margin-top:6px;opacity:0.9">{e(when)}</div></td></tr>'
         f'<tr><td style="background:#ffffff;padding:14px 20px;border:1px solid #e0e0e0;'
-        f'border-top:0;font-size:14px;color:#424242">{e(summary_line(run, zone))}'
+        f'border-top:0;font-size:15px;color:#424242"><b>{e(verdict(run).capitalize())}</b>'
+        f'<span style="color:#757575">, ran in {run.duration_seconds:.1f} s.</span>'
         f'<div style="margin-top:10px">{chips}</div></td></tr>'
         f'<tr><td style="padding:16px 0 0 0">{"".join(sections)}</td></tr>'
         '<tr><td style="padding:14px 4px;font-size:12px;color:#9e9e9e">'

@@ -5,13 +5,19 @@ Seed 004 makes monthly voice-log archives the client's job; this proves one was 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ByteSize, Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age, format_bytes, grade_high
+from ccwatch.checklists.checks.base import (
+    CheckEnv,
+    CheckType,
+    format_age,
+    format_bytes,
+    grade_high,
+    run_blocking,
+)
 from ccwatch.checklists.checks.files import newest_match
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
@@ -30,16 +36,14 @@ class BackupAgeParams(StrictModel):
 
 async def run(params: BackupAgeParams, env: CheckEnv) -> Outcome:
     threshold = f"newest {params.pattern} younger than {format_duration(params.fail_age)}"
-    if not await asyncio.to_thread(params.directory.is_dir):
+    if not await run_blocking(params.directory.is_dir):
         return Outcome(
             Status.FAIL,
             f"{params.directory} does not exist",
             threshold,
             f"mount the backup volume at {params.directory} or fix the path",
         )
-    newest = await asyncio.to_thread(
-        newest_match, params.directory, params.pattern, params.min_size
-    )
+    newest = await run_blocking(newest_match, params.directory, params.pattern, params.min_size)
     if newest is None:
         return Outcome(
             Status.FAIL,

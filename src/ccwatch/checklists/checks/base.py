@@ -3,7 +3,8 @@
 A check type is a parameter model plus an async ``run(params, env) -> Outcome``. Host
 checks never call psutil or ``os`` directly: they go through ``env.host`` (``HostProbes``),
 so tests hand in fixtures instead of patching, and blocking probes run in a thread
-(``asyncio.to_thread``) so a slow NFS mount never stalls the event loop.
+(``run_blocking``, a daemon thread) so a slow NFS mount never stalls the event loop
+and a probe that hangs for good is abandoned at its timeout.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
+import threading
 import time
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from ccwatch.config import Config
 
 P = TypeVar("P", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,38 @@ async def run_command(
     return CommandOutput(process.returncode or 0, output.decode("utf-8", errors="replace"))
 
 
+async def run_blocking(function: Callable[..., T], *args: object) -> T:
+    """``asyncio.to_thread`` on a daemon thread of its own.
+
+    A probe stuck in the kernel (statvfs on a hung NFS mount) is abandoned at the check's
+    timeout; with the default executor it would still keep ``ccwatch checklist run`` from
+    exiting, and occupy a worker of the daemon's pool forever.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return  # the check timed out meanwhile
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(typing.cast(T, result))
+
+    def target() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            outcome: tuple[T | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=target, name="ccwatch-check-probe", daemon=True).start()
+    return await future
+
+
 @dataclass(frozen=True)
 class HostProbes:
     """The host functions checks use; tests replace any of them with fixtures."""
@@ -195,3 +232,15 @@ def thresholds(unit: str, warn: float | None, fail: float | None, word: str) -> 
     if warn is not None:
         parts.append(f"warn {word} {warn:g}{unit}")
     return ", ".join(parts) or "none"
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """'Connection refused' rather than asyncio's "Connect call failed ('127.0.0.1', 5060)"."""
+    if isinstance(exc, ssl.SSLError):  # its errno is an OpenSSL code, not an OS one
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    errno = getattr(exc, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno)
+    return str(exc) or type(exc).__name__

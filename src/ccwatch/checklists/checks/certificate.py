@@ -17,7 +17,14 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_low, thresholds
+from ccwatch.checklists.checks.base import (
+    CheckEnv,
+    CheckType,
+    describe_os_error,
+    grade_low,
+    run_blocking,
+    thresholds,
+)
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration
@@ -117,12 +124,12 @@ async def run(params: CertificateParams, env: CheckEnv) -> Outcome:
     source = str(params.file) if params.file else f"{params.host}:{params.port}"
     try:
         if params.file is not None:
-            der = first_pem_certificate(await asyncio.to_thread(params.file.read_bytes))
+            der = first_pem_certificate(await run_blocking(params.file.read_bytes))
         else:
             der = await _served_certificate(params)
         expires = not_after(der)
     except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = describe_os_error(exc)
         return Outcome(
             Status.FAIL,
             f"{source}: cannot read the certificate: {reason}",

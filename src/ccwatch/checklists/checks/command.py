@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, describe_os_error
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 
@@ -39,7 +39,7 @@ async def run(params: CommandParams, env: CheckEnv) -> Outcome:
     except OSError as exc:
         return Outcome(
             Status.FAIL,
-            f"{shown}: cannot run: {exc.strerror or exc}",
+            f"{shown}: cannot run: {describe_os_error(exc)}",
             threshold,
             "check the path and that the ccwatch user may execute it",
         )

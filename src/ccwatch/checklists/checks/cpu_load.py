@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, thresholds
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, run_blocking, thresholds
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 
@@ -21,7 +20,7 @@ class CpuLoadParams(StrictModel):
 
 
 async def run(params: CpuLoadParams, env: CheckEnv) -> Outcome:
-    averages = await asyncio.to_thread(env.host.load_average)
+    averages = await run_blocking(env.host.load_average)
     cpus = env.host.cpu_count() or 1
     load = averages[_PERIODS[params.period]]
     per_cpu = load / cpus

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import ByteSize, Field
 
 from ccwatch.checklists.checks.base import (
@@ -11,6 +9,7 @@ from ccwatch.checklists.checks.base import (
     CheckType,
     format_bytes,
     grade_low,
+    run_blocking,
     thresholds,
 )
 from ccwatch.checklists.result import Outcome, Status
@@ -27,7 +26,7 @@ class DiskParams(StrictModel):
 
 async def run(params: DiskParams, env: CheckEnv) -> Outcome:
     try:
-        space = await asyncio.to_thread(env.host.disk_space, params.path)
+        space = await run_blocking(env.host.disk_space, params.path)
     except FileNotFoundError:
         return Outcome(
             Status.FAIL, "path does not exist", "", f"mount the filesystem at {params.path}"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age, grade_high
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age, grade_high, run_blocking
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
@@ -25,7 +24,7 @@ async def run(params: FileAgeParams, env: CheckEnv) -> Outcome:
     threshold = f"written within {format_duration(params.fail_age)}"
     writer = params.writer or "the program that writes it"
     try:
-        stat = await asyncio.to_thread(params.path.stat)
+        stat = await run_blocking(params.path.stat)
     except FileNotFoundError:
         return Outcome(
             Status.FAIL,

@@ -7,14 +7,13 @@ last ``max_bytes`` of the file are read, so a huge log costs a bounded amount of
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import ByteSize, Field, field_validator
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, thresholds
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, run_blocking, thresholds
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
@@ -86,7 +85,7 @@ def count_matches(params: LogErrorsParams, since: float) -> tuple[int, list[str]
 async def run(params: LogErrorsParams, env: CheckEnv) -> Outcome:
     window = format_duration(params.window)
     threshold = thresholds(" lines", params.warn_above, params.fail_above, "above")
-    if not await asyncio.to_thread(params.path.is_file):
+    if not await run_blocking(params.path.is_file):
         return Outcome(
             Status.FAIL,
             f"{params.path} does not exist",
@@ -94,7 +93,7 @@ async def run(params: LogErrorsParams, env: CheckEnv) -> Outcome:
             "check the log path, and that the program logs there",
         )
     since = env.clock() - params.window.total_seconds()
-    count, last, seen_time = await asyncio.to_thread(count_matches, params, since)
+    count, last, seen_time = await run_blocking(count_matches, params, since)
     status = grade_high(count, params.warn_above, params.fail_above)
     value = f"{count} lines matching /{params.pattern}/ in the last {window}"
     if not seen_time:

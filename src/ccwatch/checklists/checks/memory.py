@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_bytes, grade_low, thresholds
+from ccwatch.checklists.checks.base import (
+    CheckEnv,
+    CheckType,
+    format_bytes,
+    grade_low,
+    run_blocking,
+    thresholds,
+)
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 
@@ -17,7 +22,7 @@ class MemoryParams(StrictModel):
 
 
 async def run(params: MemoryParams, env: CheckEnv) -> Outcome:
-    memory = await asyncio.to_thread(env.host.virtual_memory)
+    memory = await run_blocking(env.host.virtual_memory)
     percent = 100.0 * memory.available_bytes / memory.total_bytes if memory.total_bytes else 0.0
     status = grade_low(percent, params.warn_available_percent, params.fail_available_percent)
     return Outcome(

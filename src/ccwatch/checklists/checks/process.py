@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from pydantic import Field, model_validator
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, ProcessInfo
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, ProcessInfo, run_blocking
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 
@@ -37,7 +36,7 @@ def matches(params: ProcessParams, process: ProcessInfo) -> bool:
 
 
 async def run(params: ProcessParams, env: CheckEnv) -> Outcome:
-    processes = await asyncio.to_thread(lambda: list(env.host.processes()))
+    processes = await run_blocking(lambda: list(env.host.processes()))
     count = sum(1 for process in processes if matches(params, process))
     bounds = f"at least {params.min_count}"
     if params.max_count is not None:

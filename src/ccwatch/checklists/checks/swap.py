@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_bytes, grade_high, thresholds
+from ccwatch.checklists.checks.base import (
+    CheckEnv,
+    CheckType,
+    format_bytes,
+    grade_high,
+    run_blocking,
+    thresholds,
+)
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 
@@ -17,7 +22,7 @@ class SwapParams(StrictModel):
 
 
 async def run(params: SwapParams, env: CheckEnv) -> Outcome:
-    swap = await asyncio.to_thread(env.host.swap_memory)
+    swap = await run_blocking(env.host.swap_memory)
     if swap.total_bytes == 0:
         return Outcome.skipped("no swap configured on this host")
     used = swap.total_bytes - swap.available_bytes

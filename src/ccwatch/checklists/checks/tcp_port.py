@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, describe_os_error
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
@@ -40,7 +40,7 @@ async def run(params: TcpPortParams, env: CheckEnv) -> Outcome:
     except OSError as exc:
         return Outcome(
             Status.FAIL,
-            f"{target}: {exc.strerror or exc}",
+            f"{target}: {describe_os_error(exc)}",
             threshold,
             f"start {what} or check that it listens on {target}",
         )
