@@ -7,6 +7,7 @@ classes do), so tests build a fresh ``CollectorRegistry()`` and read it back wit
 
 from __future__ import annotations
 
+import weakref
 from typing import TypeVar, cast
 
 from prometheus_client import (
@@ -78,7 +79,11 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 
 M = TypeVar("M")
-_SHARED: dict[tuple[int, type[object]], object] = {}
+# Keyed by the registry itself (weakly): an id() key is reused by the next registry
+# once a test's registry is freed, which handed out metrics registered elsewhere.
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, dict[type[object], object]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def shared_metrics(metrics_class: type[M], registry: CollectorRegistry) -> M:
@@ -87,7 +92,7 @@ def shared_metrics(metrics_class: type[M], registry: CollectorRegistry) -> M:
     A config reload rebuilds the services but must not register the same metric names
     twice, so services get their metrics objects through this.
     """
-    key = (id(registry), metrics_class)
-    if key not in _SHARED:
-        _SHARED[key] = metrics_class(registry)  # type: ignore[call-arg]
-    return cast(M, _SHARED[key])
+    per_registry = _SHARED.setdefault(registry, {})
+    if metrics_class not in per_registry:
+        per_registry[metrics_class] = metrics_class(registry)  # type: ignore[call-arg]
+    return cast(M, per_registry[metrics_class])
