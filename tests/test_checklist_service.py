@@ -199,3 +199,18 @@ def test_the_scheduled_job_catches_up_a_missed_morning(tmp_path: Path, store: St
     asyncio.run(scenario())
     assert len(store.run_sync(lambda c: recent_runs(c, "daily"))) == 1
     assert last_run_times(store)["checklist:daily"].timestamp() == NOW
+
+
+def test_metrics_are_restored_from_history_after_a_restart(
+    tmp_path: Path, store: StateStore
+) -> None:
+    # Keep the first registry alive: shared_metrics keys on id(registry), and a freed
+    # registry's id can be reused by the next one.
+    before, _first_registry, _ = service(tmp_path, store, Host(), cfg=config())
+    asyncio.run(before.run_and_report(before.checklists[0]))
+    after, registry, _ = service(tmp_path, store, Host(), cfg=config())
+    after.restore_metrics()
+    value = registry.get_sample_value
+    assert value("ccwatch_checklist_check_status", {"checklist": "daily", "check": "mem"}) == 2
+    assert value("ccwatch_checklist_check_status", {"checklist": "daily", "check": "broken"}) == 3
+    assert value("ccwatch_checklist_last_run_timestamp_seconds", {"checklist": "daily"}) == NOW

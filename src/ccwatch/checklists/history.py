@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from ccwatch.checklists.result import ChecklistRun
+from ccwatch.checklists.result import ChecklistRun, CheckResult, Status
 
 KEEP_SECONDS = 90 * 86400
 
@@ -81,3 +81,31 @@ def recent_runs(
         }
         for row in rows
     ]
+
+
+def last_run(connection: sqlite3.Connection, checklist: str) -> ChecklistRun | None:
+    """The newest stored run of a checklist with its results (metrics after a restart)."""
+    row = connection.execute(
+        "SELECT id, started_at, duration_seconds FROM checklist_runs WHERE checklist = ? "
+        "ORDER BY started_at DESC, id DESC LIMIT 1",
+        (checklist,),
+    ).fetchone()
+    if row is None:
+        return None
+    results = [
+        CheckResult(
+            id=r["check_id"],
+            type=r["type"],
+            description="",
+            status=Status(r["status"]),
+            value=r["value"],
+            threshold=r["threshold"],
+            hint=r["hint"],
+            detail=r["detail"],
+            duration_seconds=r["duration_seconds"],
+        )
+        for r in connection.execute(
+            "SELECT * FROM checklist_results WHERE run_id = ? ORDER BY rowid", (row["id"],)
+        )
+    ]
+    return ChecklistRun(checklist, "", row["started_at"], row["duration_seconds"], results)

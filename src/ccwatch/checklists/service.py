@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from ccwatch.checklists.checks import CheckEnv, HostProbes
 from ccwatch.checklists.definition import Checklist, load_checklists
-from ccwatch.checklists.history import save_run
+from ccwatch.checklists.history import last_run, save_run
 from ccwatch.checklists.metrics import ChecklistMetrics
 from ccwatch.checklists.report import email_message
 from ccwatch.checklists.result import ChecklistRun, Status
@@ -102,6 +102,13 @@ class ChecklistService:
         self.incidents = incidents
         self.env = CheckEnv(config=config, host=host or HostProbes(), clock=clock)
         self.send = send
+
+    def restore_metrics(self) -> None:
+        """Show the last stored results until the next run, so a restart leaves no gap."""
+        for checklist in self.checklists:
+            previous = self.store.run_sync(functools.partial(last_run, checklist=checklist.name))
+            if previous is not None:
+                self.metrics.observe(previous)
 
     async def run_and_report(self, checklist: Checklist, trigger: str = "schedule") -> ChecklistRun:
         run = await run_checklist(checklist, self.env)
@@ -206,6 +213,7 @@ def checklist_jobs(runtime: Runtime) -> list[ScheduledJob]:
     service = ChecklistService(
         config, checklists, runtime.store, runtime.registry, incidents=runtime.incidents
     )
+    service.restore_metrics()
     if config.email is None and any(
         c.schedule is not None and c.email_when != "never" for c in checklists
     ):
