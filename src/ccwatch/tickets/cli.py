@@ -29,11 +29,10 @@ EXIT_NOT_FOUND = 3
 
 
 def _config() -> Config:
-    from ccwatch.cli import CliContext  # cli.py registers this module's commands
-
-    context = click.get_current_context().find_object(CliContext)
-    assert context is not None
-    return context.load()
+    # The root context object is cli.CliContext (not imported: cli.py imports this
+    # module, and under ``python -m ccwatch.cli`` it is ``__main__``).
+    config: Config = click.get_current_context().find_root().obj.load()
+    return config
 
 
 def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -180,16 +180,28 @@ class SlaWatcher:
         self.metrics = shared_metrics(SlaMetrics, registry)
         self._gauged: set[tuple[str, str]] = set()
         self._upstreams = {u.upstream_name for u in config.tickets if u.enabled}
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        _watchers.add(self)
+
+    def wake(self) -> None:
+        """An incident changed: evaluate now (due times show on a new incident at once)."""
+        if self._loop is not None and self._wakeup is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
         while True:
+            self._wakeup.clear()
             try:
                 await self.evaluate()
             except (sqlite3.Error, OSError) as exc:
                 logger.error("SLA watcher cannot read the state database: %s; retrying", exc)
             except Exception:
                 logger.exception("SLA watcher failed (a ccwatch bug); continuing")
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.interval)
 
     async def evaluate(self, now: float | None = None) -> list[str]:
         """One pass; returns the escalation steps sent as ``<incident id>:<level>``."""
@@ -354,10 +366,14 @@ def _watched_incidents(conn: sqlite3.Connection, site: str, since: float) -> lis
 # --- wiring ------------------------------------------------------------------------
 
 _listening: weakref.WeakSet[IncidentService] = weakref.WeakSet()
+_watchers: weakref.WeakSet[SlaWatcher] = weakref.WeakSet()
 
 
-def _wake_dispatchers(incident: Incident, change: str) -> None:
+def _on_incident_change(incident: Incident, change: str) -> None:
     notify_new_events()
+    if change != "loss":
+        for watcher in list(_watchers):
+            watcher.wake()
 
 
 def ticket_services(runtime: Runtime) -> dict[str, Service]:
@@ -368,7 +384,7 @@ def ticket_services(runtime: Runtime) -> dict[str, Service]:
     if incidents is not None:
         incidents.event_extras = TicketExtras(config)
         if incidents not in _listening:
-            incidents.add_listener(_wake_dispatchers)
+            incidents.add_listener(_on_incident_change)
             _listening.add(incidents)
     context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email)
     wants_mail = any(level.email for level in config.escalation.levels)
