@@ -444,6 +444,7 @@ class EscalationLevel(StrictModel):
 class EscalationConfig(StrictModel):
     """``escalation:`` — the ordered levels; each level is sent at most once per incident."""
 
+    enabled: bool = True
     levels: list[EscalationLevel] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -459,6 +460,8 @@ def escalation_problems(
     escalation: EscalationConfig, upstream_names: Iterable[str], has_email_relay: bool
 ) -> list[str]:
     """Cross-section checks of ``escalation:`` against ``tickets:`` and ``email:``."""
+    if not escalation.enabled:
+        return []
     known = set(upstream_names)
     problems: list[str] = []
     for position, level in enumerate(escalation.levels, start=1):
@@ -511,6 +514,8 @@ def escalations_due(
 ) -> list[EscalationStep]:
     """Steps whose trigger time has come while their clock was running, not yet sent,
     in path order. A clock stopped before a trigger fired never fires it."""
+    if not escalation.enabled:
+        return []
     sent = set(already_sent)
     by_kind = {clock.kind: clock for clock in clocks(sla, incident, now)}
     calendar = sla.calendar(incident.severity)

@@ -387,7 +387,7 @@ def ticket_services(runtime: Runtime) -> dict[str, Service]:
             incidents.add_listener(_on_incident_change)
             _listening.add(incidents)
     context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email)
-    wants_mail = any(level.email for level in config.escalation.levels)
+    wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
     adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
     services: dict[str, Service] = {}
     if adapters:
