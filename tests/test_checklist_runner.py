@@ -93,11 +93,8 @@ checks:
 def test_a_killed_command_leaves_no_process_behind(tmp_path: Path) -> None:
     marker = tmp_path / "late"
     script = tmp_path / "slow.sh"
-    script.write_text(f"#!/bin/sh\nsleep 1\ntouch {marker}\n")
-    script.chmod(0o755)
-    text = (
-        f"checks:\n  - {{id: slow, type: command, timeout: 200ms, params: {{argv: [{script}]}}}}\n"
-    )
+    script.write_text(f"sleep 1\ntouch {marker}\n")
+    text = f"checks:\n  - {{id: slow, type: command, timeout: 200ms, params: {{argv: [/bin/sh, {script}]}}}}\n"
     run = asyncio.run(run_checklist(checklist(tmp_path, text), env()))
     assert run.results[0].status is Status.ERROR
     time.sleep(1.5)  # past the script's own sleep: it would have touched by now

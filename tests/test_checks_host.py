@@ -140,14 +140,13 @@ def test_ntp_from_chrony_then_timesyncd_then_skipped() -> None:
 def test_command_exit_codes_and_first_lines(tmp_path) -> None:
     script = tmp_path / "check.sh"
     script.write_text('#!/bin/sh\necho line one\necho line two\necho line three\nexit "$1"\n')
-    script.chmod(0o755)
-    ok = run("command", argv=[str(script), "0"], output_lines=2)
+    ok = run("command", argv=["/bin/sh", str(script), "0"], output_lines=2)
     assert ok.status is Status.OK
     assert ok.value == "exit code 0: line one"
     assert ok.detail == "line one\nline two"
-    warn = run("command", argv=[str(script), "3"], warn_exit_codes=[3])
+    warn = run("command", argv=["/bin/sh", str(script), "3"], warn_exit_codes=[3])
     assert warn.status is Status.WARN
-    failed = run("command", argv=[str(script), "2"])
+    failed = run("command", argv=["/bin/sh", str(script), "2"])
     assert failed.status is Status.FAIL
     assert "run `" in failed.hint
 
@@ -177,3 +176,12 @@ def test_real_host_checks_on_this_machine() -> None:
         outcome = run(check_type, **values)
         assert outcome.status is not Status.ERROR, (check_type, outcome)
         assert outcome.value, check_type
+
+
+def test_command_with_a_lot_of_output_keeps_the_first_lines() -> None:
+    outcome = run("command", argv=["seq", "1", "200000"], output_lines=3)  # about 1.3 MB
+    assert (outcome.status, outcome.value, outcome.detail) == (
+        Status.OK,
+        "exit code 0: 1",
+        "1\n2\n3",
+    )

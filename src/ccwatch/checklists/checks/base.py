@@ -110,7 +110,10 @@ async def run_command(
     try:
         async with asyncio.timeout(timeout):
             assert process.stdout is not None
-            output = await process.stdout.read(max_output)
+            output = bytearray()
+            # Read to the end (a chatty command must not block on a full pipe), keep the start.
+            while chunk := await process.stdout.read(65536):
+                output += chunk[: max(0, max_output - len(output))]
             await process.wait()
     except BaseException:
         # Timed out or cancelled: the command and anything it started must not linger.
