@@ -1,5 +1,5 @@
 """End to end: the daemon schedules the checklist, catches up a missed morning at start,
-and exposes the result at /metrics."""
+exposes the result at /metrics and opens an incident for a failing check."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ schedule: {cron: "30 6 * * *", timezone: Asia/Kolkata}
 email_when: never
 checks:
   - {id: cpu, type: cpu_load, params: {warn_per_cpu: null, fail_per_cpu: null}}
-  - {id: nothing_here, type: file_age, params: {path: /nonexistent/ccwatch.log}}
+  - {id: nothing_here, type: file_age, open_incident: true, incident_severity: major,
+     params: {path: /nonexistent/ccwatch.log}}
 """
 
 
@@ -54,6 +55,14 @@ def test_daemon_catches_up_the_missed_checklist_and_exports_metrics(
     assert 'ccwatch_checklist_check_status{check="cpu",checklist="daily"} 0.0' in text
     assert 'ccwatch_checklist_check_status{check="nothing_here",checklist="daily"} 2.0' in text
     assert 'ccwatch_checklist_duration_seconds{checklist="daily"}' in text
+    incidents = daemon.get("/api/incidents").json()["incidents"]
+    (incident,) = [i for i in incidents if i["component"] == "checklist:nothing_here"]
+    assert (incident["kind"], incident["severity"], incident["state"]) == (
+        "checklist",
+        "major",
+        "open",
+    )
+    assert incident["impact"].startswith("daily check nothing_here failed: /nonexistent/")
     assert daemon.stop() == 0
     reopened = StateStore.open(state)
     try:
