@@ -207,10 +207,10 @@ class BatchTuning(StrictModel):
     target_duration: Duration = Field(
         timedelta(milliseconds=200), description="batch size adapts to take about this long"
     )
-    pause: Duration = Field(timedelta(milliseconds=20), description="sleep between batches")
+    pause: Duration = Field(timedelta(milliseconds=10), description="sleep between batches")
     initial_size: int = Field(1000, ge=1)
     min_size: int = Field(100, ge=1)
-    max_size: int = Field(100_000, ge=1)
+    max_size: int = Field(500_000, ge=1)
     lock_timeout: Duration = Field(timedelta(milliseconds=500), description="SET LOCAL per batch")
     statement_timeout: Duration = Field(timedelta(seconds=10), description="SET LOCAL per batch")
     max_retries: int = Field(

@@ -137,8 +137,11 @@ class _Batching:
     target: float
 
     def adapt(self, elapsed: float) -> None:
-        factor = 2.0 if elapsed <= 0 else self.target / elapsed
-        factor = min(2.0, max(0.5, factor))
+        # Aim a little under the target so that noise stays under it; grow at most 4x
+        # (a batch's fixed cost makes small ones look slow per row, so that errs low)
+        # and shrink at most by half per batch.
+        factor = 4.0 if elapsed <= 0 else 0.85 * self.target / elapsed
+        factor = min(4.0, max(0.5, factor))
         self.size = min(self.max_size, max(self.min_size, int(self.size * factor)))
 
     def shrink(self) -> None:
@@ -269,7 +272,13 @@ class PostgresRetention:
         dsn = resolve_dsn(self.database)
         try:
             conn = await psycopg.AsyncConnection.connect(
-                dsn, autocommit=True, connect_timeout=10, application_name="ccwatch-retention"
+                dsn,
+                autocommit=True,
+                connect_timeout=10,
+                application_name="ccwatch-retention",
+                # Plan every batch with its actual bounds: a generic plan cannot know
+                # that [last, upper) is a small slice of the index.
+                prepare_threshold=None,
             )
         except psycopg.Error as exc:
             raise RetentionError(f"{self.database.name}: cannot connect: {_one_line(exc)}") from exc
@@ -492,9 +501,8 @@ class PostgresRetention:
             first = False
             if not self._window_open():
                 raise _WindowClosedError
-            started = time.perf_counter()
             batch = self._delete_batch if self.config.archive_dir is None else self._archive_batch
-            selected, deleted, last_key = await self._retrying(
+            (more, deleted, next_key), elapsed = await self._retrying(
                 relation,
                 report,
                 batching,
@@ -502,7 +510,6 @@ class PostgresRetention:
             )
             if self.config.archive_dir is not None:
                 report.rows_archived += deleted
-            elapsed = time.perf_counter() - started
             report.batches += 1
             report.rows_deleted += deleted
             report.slowest_batch_seconds = max(report.slowest_batch_seconds, round(elapsed, 4))
@@ -512,21 +519,32 @@ class PostgresRetention:
                     self.metrics.rows_deleted.labels(
                         database=self.database.name, table=plan.config.table
                     ).inc(deleted)
-            requested = batching.size
+            logger.debug(
+                "retention batch %s.%s: %d of %d rows in %.3fs",
+                self.database.name,
+                relation.label,
+                deleted,
+                batching.size,
+                elapsed,
+            )
             batching.adapt(elapsed)
-            if selected < requested:
+            if not more:
                 return
-            stalled = stalled + 1 if deleted == 0 else 0
+            stalled = stalled + 1 if deleted == 0 and next_key == last_key else 0
             if stalled >= 3:
                 raise RetentionError(
                     f"{self.database.name}: table {relation.label}: three batches in a row "
-                    "deleted nothing although rows were selected (rows updated concurrently?)"
+                    "made no progress (rows updated concurrently?)"
                 )
+            last_key = next_key
 
     async def _begin_batch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # A batch lost in a server crash is simply deleted again by the next run, so its
+        # commit need not wait for the WAL flush (or a synchronous standby).
         await conn.execute(
             "SELECT set_config('lock_timeout', %s, true),"
-            " set_config('statement_timeout', %s, true)",
+            " set_config('statement_timeout', %s, true),"
+            " set_config('synchronous_commit', 'off', true)",
             (_ms(self.tuning.lock_timeout), _ms(self.tuning.statement_timeout)),
         )
 
@@ -538,8 +556,57 @@ class PostgresRetention:
         cutoff: datetime,
         last_key: object,
         batching: _Batching,
-    ) -> tuple[int, int, object]:
-        """One batch in one statement: pick the next rows along the key, delete them by ctid."""
+    ) -> tuple[bool, int, object]:
+        """One batch: the key range [last, upper) holding the next ``size`` expired rows.
+
+        ``upper`` comes from the key's index (an index-only scan when the key is the
+        timestamp), and the DELETE of a key range lets PostgreSQL read the heap in
+        physical order, nearly as cheaply as one big DELETE. Returns (more to do,
+        rows deleted, where the next batch starts).
+        """
+        params = {"cutoff": cutoff, "last": last_key, "offset": batching.size}
+        bound = sql.SQL(
+            "SELECT {key} FROM {table} WHERE {ts} < %(cutoff)s {from_last} "
+            "ORDER BY {key} OFFSET %(offset)s LIMIT 1"
+        ).format(
+            key=plan.key, table=relation.ident, ts=plan.ts, from_last=_from_last(plan, last_key)
+        )
+        async with conn.transaction():
+            await self._begin_batch(conn)
+            row = await (await conn.execute(bound, params)).fetchone()
+            upper = row[0] if row else None
+            if upper is not None and upper == last_key:
+                # More than a batch of rows share one key value: take them by row id.
+                return await self._delete_batch_by_row_ids(
+                    conn, plan, relation, cutoff, last_key, batching
+                )
+            to_upper = (
+                sql.SQL("AND {} < %(upper)s").format(plan.key) if upper is not None else sql.SQL("")
+            )
+            delete = sql.SQL("DELETE FROM {table} WHERE {ts} < %(cutoff)s {from_last} {to_upper}")
+            cursor = await conn.execute(
+                delete.format(
+                    table=relation.ident,
+                    ts=plan.ts,
+                    from_last=_from_last(plan, last_key),
+                    to_upper=to_upper,
+                ),
+                {**params, "upper": upper},
+            )
+            deleted = cursor.rowcount
+        return upper is not None, deleted, upper
+
+    async def _delete_batch_by_row_ids(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        plan: TablePlan,
+        relation: Relation,
+        cutoff: datetime,
+        last_key: object,
+        batching: _Batching,
+    ) -> tuple[bool, int, object]:
+        """The next ``size`` rows along the key, deleted by ctid (inside the caller's
+        transaction)."""
         query = sql.SQL(
             """
             WITH batch AS MATERIALIZED (
@@ -561,13 +628,10 @@ class PostgresRetention:
             from_last=_from_last(plan, last_key),
         )
         params = {"cutoff": cutoff, "limit": batching.size, "last": last_key}
-        async with conn.transaction():
-            await self._begin_batch(conn)
-            cursor = await conn.execute(query, params)
-            row = await cursor.fetchone()
+        row = await (await conn.execute(query, params)).fetchone()
         assert row is not None
         selected, deleted = int(row[0]), int(row[1])
-        return selected, deleted, row[2] if selected else last_key
+        return selected == batching.size, deleted, row[2] if selected else last_key
 
     async def _archive_batch(
         self,
@@ -577,7 +641,7 @@ class PostgresRetention:
         cutoff: datetime,
         last_key: object,
         batching: _Batching,
-    ) -> tuple[int, int, object]:
+    ) -> tuple[bool, int, object]:
         """Lock the batch's rows, copy them out per day, fsync, delete, compare counts."""
         assert self.config.archive_dir is not None
         folder = (
@@ -634,7 +698,7 @@ class PostgresRetention:
             await asyncio.to_thread(archive.roll_back)
             raise
         archive.committed()
-        return len(rows), deleted, rows[-1][1] if rows else last_key
+        return len(rows) == batching.size, deleted, rows[-1][1] if rows else last_key
 
     async def _retrying(
         self,
@@ -642,12 +706,15 @@ class PostgresRetention:
         report: TableReport,
         batching: _Batching | None,
         attempt: Callable[[], Awaitable[T]],
-    ) -> T:
-        """Run a batch; on a lock/statement timeout roll back, back off and retry (bounded)."""
+    ) -> tuple[T, float]:
+        """Run a batch; on a lock/statement timeout roll back, back off and retry (bounded).
+
+        Returns the result and the duration of the attempt that succeeded."""
         failures = 0
         while True:
+            started = time.perf_counter()
             try:
-                return await attempt()
+                return await attempt(), time.perf_counter() - started
             except RETRYABLE as exc:
                 failures += 1
                 reason = _retry_reason(exc)
