@@ -34,8 +34,8 @@ class Outcome:
     """What one check found: a status, the measured value beside its threshold, and a hint.
 
     ``value`` and ``threshold`` are short human strings ("8.2% free", "at least 10% free");
-    ``hint`` says what to do when the status is not ok; ``detail`` holds extra lines
-    (command output, stale components).
+    ``hint`` says what to do about a problem (the runner drops it from passing checks);
+    ``detail`` holds extra lines (command output, stale components).
     """
 
     status: Status

@@ -62,7 +62,7 @@ async def run(params: BackupAgeParams, env: CheckEnv) -> Outcome:
         status,
         f"{path.name} ({format_bytes(stat.st_size)}) is {format_age(age)} old",
         threshold,
-        "" if status is Status.OK else "the backup job has not run: check its schedule and log",
+        "the backup job has not run: check its schedule and log",
     )
 
 

@@ -143,9 +143,7 @@ async def run(params: CertificateParams, env: CheckEnv) -> Outcome:
         status,
         f"{source} {verb} {expires:%Y-%m-%d} ({days:.0f} days {'left' if days >= 0 else 'ago'})",
         threshold,
-        ""
-        if status is Status.OK
-        else f"renew the certificate of {source} and reload the service that uses it",
+        f"renew the certificate of {source} and reload the service that uses it",
     )
 
 

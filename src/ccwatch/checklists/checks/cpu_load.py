@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, run_blocking, thresholds
-from ccwatch.checklists.result import Outcome, Status
+from ccwatch.checklists.result import Outcome
 from ccwatch.configbase import StrictModel
 
 _PERIODS = {"1m": 0, "5m": 1, "15m": 2}
@@ -29,9 +29,7 @@ async def run(params: CpuLoadParams, env: CheckEnv) -> Outcome:
         status,
         f"{per_cpu:.2f} per CPU ({params.period} load {load:.2f} on {cpus} CPUs)",
         thresholds(" per CPU", params.warn_per_cpu, params.fail_per_cpu, "above"),
-        ""
-        if status is Status.OK
-        else "find what is busy (`top -o %CPU`): a runaway report or a stuck process",
+        "find what is busy (`top -o %CPU`): a runaway report or a stuck process",
     )
 
 

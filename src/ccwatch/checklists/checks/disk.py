@@ -53,7 +53,7 @@ async def run(params: DiskParams, env: CheckEnv) -> Outcome:
                 f"{params.path} is running out of inodes: delete many small files "
                 "(spool, session or temp files)"
             )
-    return Outcome(status, value, threshold, hint if status is not Status.OK else "")
+    return Outcome(status, value, threshold, hint)
 
 
 CHECK = CheckType("disk", DiskParams, run, "free space and inodes on a mount")

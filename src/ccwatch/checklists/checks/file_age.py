@@ -42,7 +42,7 @@ async def run(params: FileAgeParams, env: CheckEnv) -> Outcome:
         status,
         f"last written {format_age(age)} ago",
         threshold,
-        "" if status is Status.OK else f"{writer} has stopped writing {params.path}: is it hung?",
+        f"{writer} has stopped writing {params.path}: is it hung?",
     )
 
 

@@ -102,7 +102,7 @@ async def run(params: LogErrorsParams, env: CheckEnv) -> Outcome:
         status,
         value,
         threshold,
-        "" if status is Status.OK else f"read the errors in {params.path} (latest below)",
+        f"read the errors in {params.path} (latest below)",
         detail="\n".join(last),
     )
 

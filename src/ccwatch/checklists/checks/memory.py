@@ -12,7 +12,7 @@ from ccwatch.checklists.checks.base import (
     run_blocking,
     thresholds,
 )
-from ccwatch.checklists.result import Outcome, Status
+from ccwatch.checklists.result import Outcome
 from ccwatch.configbase import StrictModel
 
 
@@ -30,9 +30,7 @@ async def run(params: MemoryParams, env: CheckEnv) -> Outcome:
         f"{percent:.1f}% available ({format_bytes(memory.available_bytes)} of "
         f"{format_bytes(memory.total_bytes)})",
         thresholds("%", params.warn_available_percent, params.fail_available_percent, "below"),
-        ""
-        if status is Status.OK
-        else "find the largest processes (`ps aux --sort=-rss | head`) and restart a leaking one",
+        "find the largest processes (`ps aux --sort=-rss | head`) and restart a leaking one",
     )
 
 

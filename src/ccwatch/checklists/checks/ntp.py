@@ -74,7 +74,7 @@ async def run(params: NtpParams, env: CheckEnv) -> Outcome:
             value = f"offset {offset * 1000:+.1f} ms (chrony)" + (
                 "" if synchronised else ", not synchronised"
             )
-            return Outcome(status, value, threshold, "" if status is Status.OK else hint)
+            return Outcome(status, value, threshold, hint)
         tried.append("chronyc tracking failed")
     if env.host.which("timedatectl"):
         output = await _read(env, ["timedatectl", "timesync-status"], timeout)
@@ -85,7 +85,7 @@ async def run(params: NtpParams, env: CheckEnv) -> Outcome:
                 status,
                 f"offset {timesyncd_offset * 1000:+.1f} ms (systemd-timesyncd)",
                 threshold,
-                "" if status is Status.OK else hint,
+                hint,
             )
         output = await _read(
             env, ["timedatectl", "show", "-p", "NTPSynchronized", "--value"], timeout

@@ -12,7 +12,7 @@ from ccwatch.checklists.checks.base import (
     run_blocking,
     thresholds,
 )
-from ccwatch.checklists.result import Outcome, Status
+from ccwatch.checklists.result import Outcome
 from ccwatch.configbase import StrictModel
 
 
@@ -32,9 +32,7 @@ async def run(params: SwapParams, env: CheckEnv) -> Outcome:
         status,
         f"{percent:.1f}% used ({format_bytes(used)} of {format_bytes(swap.total_bytes)})",
         thresholds("%", params.warn_used_percent, params.fail_used_percent, "above"),
-        ""
-        if status is Status.OK
-        else "the host is short of memory: check the memory check and the largest processes",
+        "the host is short of memory: check the memory check and the largest processes",
     )
 
 
