@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -48,11 +48,7 @@ def report_zone(checklist: Checklist) -> tzinfo:
     """The checklist's schedule time zone, else the host's."""
     if checklist.schedule is not None:
         return ZoneInfo(checklist.schedule.timezone)
-    local = time.localtime().tm_zone
-    try:
-        return ZoneInfo(local) if local else ZoneInfo("UTC")
-    except (ValueError, KeyError):
-        return ZoneInfo("UTC")
+    return datetime.now().astimezone().tzinfo or UTC
 
 
 def recipients(checklist: Checklist, config: Config) -> list[str]:
