@@ -51,10 +51,11 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     services.update(core_services(runtime))
     services.update(ticket_services(runtime))  # after core: it hooks the incident service
     from ccwatch.checklists.service import checklist_jobs
+    from ccwatch.retention.job import retention_jobs
     from ccwatch.scheduler import run_scheduler
 
     # One scheduler for every cron job; a feature appends its jobs to this list.
-    jobs = [*checklist_jobs(runtime)]
+    jobs = [*checklist_jobs(runtime), *retention_jobs(runtime)]
     if jobs:
         services["scheduler"] = run_scheduler(jobs, runtime.store)
     return services

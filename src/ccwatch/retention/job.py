@@ -11,6 +11,7 @@ only when a run finished every table, which is what to alert on.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +24,9 @@ from ccwatch.retention.postgres import Clock, PostgresRetention, utc_now
 from ccwatch.retention.report import DatabaseReport, RunReport
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
+
+if TYPE_CHECKING:
+    from ccwatch.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +136,11 @@ def retention_scheduled_job(
         timezone=config.schedule.timezone,
         run=job.run_scheduled,
     )
+
+
+def retention_jobs(runtime: Runtime) -> list[ScheduledJob]:
+    """The daemon's retention job, if any database is enabled (for ``app.py``)."""
+    job = retention_scheduled_job(
+        runtime.config.retention, registry=runtime.registry, incidents=runtime.incidents
+    )
+    return [job] if job is not None else []
