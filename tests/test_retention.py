@@ -410,6 +410,27 @@ def test_archive_holds_exactly_the_deleted_rows_per_day(
     assert [s for s in stamps_left(db)] == [CUTOFF, NOW]
 
 
+def test_archive_count_mismatch_rolls_the_batch_and_the_files_back(
+    db: psycopg.Connection[Any], pg_database: str, tmp_path: Path
+) -> None:
+    insert_rows(db, spread(CUTOFF - timedelta(days=2), CUTOFF, 20))
+    # A trigger that silently skips some deletes: the archive would hold rows still there.
+    db.execute(
+        """
+        CREATE FUNCTION keep_even() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF OLD.id % 2 = 0 THEN RETURN NULL; END IF; RETURN OLD; END $$;
+        CREATE TRIGGER keep_even BEFORE DELETE ON call_history
+            FOR EACH ROW EXECUTE FUNCTION keep_even();
+        """
+    )
+    archive = tmp_path / "archive"
+    report = run_once(retention_config(pg_database, archive_dir=str(archive)))
+    assert report.outcome == "failed"
+    assert report.error is not None and "archived 20 rows but the delete matched 10" in report.error
+    assert len(stamps_left(db)) == 20, "the batch was rolled back"
+    assert list(archive.rglob("*.csv.gz")) == [], "and so were the archive files"
+
+
 # --- partitions --------------------------------------------------------------------------
 
 
@@ -418,7 +439,7 @@ def test_old_partitions_are_dropped_and_the_cutoff_partition_row_deleted(
     pg_database: str, with_default: bool
 ) -> None:
     month = timedelta(days=30)
-    start = CUTOFF - 3 * month
+    start = CUTOFF - 3 * month - timedelta(days=10)  # events_3 holds the cutoff
     bounds = [start + month * i for i in range(6)]
     with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(
@@ -460,6 +481,9 @@ def test_old_partitions_are_dropped_and_the_cutoff_partition_row_deleted(
         ).databases[0]
         assert report.outcome == "ok", report.error
         assert report.tables[0].partitions_dropped == dry.tables[0].partitions_dropped
+        assert report.tables[0].vacuumed
+        # 10 days of hourly rows and id -4, plus id -1 in the DEFAULT partition if any
+        assert report.rows_deleted == 24 * 10 + 1 + int(with_default)
         assert (
             registry.get_sample_value(
                 "ccwatch_retention_partitions_dropped_total",
@@ -478,7 +502,7 @@ def test_old_partitions_are_dropped_and_the_cutoff_partition_row_deleted(
             0,
         )
         at_cutoff = conn.execute("SELECT id FROM events WHERE at = %s ORDER BY id", (CUTOFF,))
-        assert at_cutoff.fetchall() == [(-3,), (2160,)]
+        assert at_cutoff.fetchall() == [(-3,), (2400,)]
         expected_left = conn.execute("SELECT count(*) FROM events").fetchone()
         assert total_before is not None and expected_left is not None
         assert (

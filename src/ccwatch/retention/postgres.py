@@ -210,6 +210,7 @@ class PostgresRetention:
         self.metrics = metrics
         self.clock = clock
         self.ignore_window = False
+        self._cleaned: dict[str, list[Relation]] = {}  # per table: what lost rows
 
     # --- entry point --------------------------------------------------------------------
 
@@ -255,8 +256,7 @@ class PostgresRetention:
                         )
                         break
                     table_report.finished = True
-                    if table_report.rows_deleted and self._window_open():
-                        await self._vacuum(conn, plan, table_report)
+                    await self._vacuum(conn, self._cleaned.pop(plan.config.table, []), table_report)
         except RetentionError as exc:
             report.error = str(exc)
         except psycopg.Error as exc:
@@ -512,6 +512,8 @@ class PostgresRetention:
                 report.rows_archived += deleted
             report.batches += 1
             report.rows_deleted += deleted
+            if deleted and relation not in self._cleaned.setdefault(plan.config.table, []):
+                self._cleaned[plan.config.table].append(relation)
             report.slowest_batch_seconds = max(report.slowest_batch_seconds, round(elapsed, 4))
             if self.metrics is not None:
                 self.metrics.batch_seconds.observe(elapsed)
@@ -811,24 +813,29 @@ class PostgresRetention:
         return bool(row and row[0])
 
     async def _vacuum(
-        self, conn: psycopg.AsyncConnection[Any], plan: TablePlan, report: TableReport
+        self, conn: psycopg.AsyncConnection[Any], relations: list[Relation], report: TableReport
     ) -> None:
-        """VACUUM (ANALYZE) outside a transaction; a lock conflict skips it (autovacuum will)."""
+        """VACUUM (ANALYZE) of the tables or partitions that lost rows, outside a
+        transaction; a lock conflict skips one (autovacuum will get to it)."""
         await conn.execute(
             "SELECT set_config('lock_timeout', %s, false),"
             " set_config('statement_timeout', '0', false)",
             (_ms(self.tuning.lock_timeout),),
         )
         try:
-            await conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(plan.relation.ident))
-            report.vacuumed = True
-        except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
-            logger.warning(
-                "VACUUM of %s.%s skipped (%s); autovacuum will get to it",
-                self.database.name,
-                plan.relation.label,
-                _one_line(exc),
-            )
+            for relation in relations:
+                if not self._window_open():
+                    return
+                try:
+                    await conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(relation.ident))
+                    report.vacuumed = True
+                except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
+                    logger.warning(
+                        "VACUUM of %s.%s skipped (%s); autovacuum will get to it",
+                        self.database.name,
+                        relation.label,
+                        _one_line(exc),
+                    )
         finally:
             await conn.execute("RESET lock_timeout")
             await conn.execute("RESET statement_timeout")
