@@ -64,7 +64,11 @@ def test_metrics_parse_and_pass_promtool(daemon: DaemonProcess) -> None:
 def test_sigterm_stops_cleanly_within_5_seconds(daemon: DaemonProcess) -> None:
     assert daemon.process is not None
     daemon.signal(signal.SIGTERM)
-    assert daemon.process.wait(timeout=5) == 0
+    try:
+        code = daemon.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running 5 s after SIGTERM; its log:\n{daemon.log()}")
+    assert code == 0
     assert "stopping" in daemon.log()
 
 
