@@ -46,9 +46,11 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ccwatch.configbase import read_secret
 from ccwatch.errors import RetentionError
+from ccwatch.redact import Redactor
 from ccwatch.retention.config import RetentionConfig, RetentionDatabase, RetentionTable
 from ccwatch.retention.metrics import RetentionMetrics
 from ccwatch.retention.report import DatabaseReport, TableReport
@@ -261,6 +263,8 @@ class PostgresRetention:
             report.error = str(exc)
         except psycopg.Error as exc:
             report.error = f"{self.database.name}: {type(exc).__name__}: {_one_line(exc)}"
+        except OSError as exc:  # the archive folder, or a dsn_file read at run time
+            report.error = f"{self.database.name}: {exc}"
         report.duration_seconds = round(time.perf_counter() - started, 3)
         if report.error:
             logger.error("retention of %s failed: %s", self.database.name, report.error)
@@ -281,7 +285,9 @@ class PostgresRetention:
                 prepare_threshold=None,
             )
         except psycopg.Error as exc:
-            raise RetentionError(f"{self.database.name}: cannot connect: {_one_line(exc)}") from exc
+            # libpq quotes pieces of a malformed DSN back; none of it may reach a ticket.
+            message = Redactor([dsn, *_dsn_password(dsn)]).text(_one_line(exc))
+            raise RetentionError(f"{self.database.name}: cannot connect: {message}") from exc
         # Naive timestamp columns are read as UTC; a stalled ccwatch never keeps row locks.
         await conn.execute("SELECT set_config('TimeZone', 'UTC', false)")
         await conn.execute("SELECT set_config('DateStyle', 'ISO, YMD', false)")
@@ -866,6 +872,14 @@ def _retry_reason(exc: BaseException) -> str:
     if isinstance(exc, pg_errors.DeadlockDetected):
         return "deadlock"
     return "serialization"
+
+
+def _dsn_password(dsn: str) -> list[str]:
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return []
+    return [str(password)] if password else []
 
 
 def _ms(value: timedelta) -> str:
