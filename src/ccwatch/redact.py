@@ -20,6 +20,7 @@ configured secrets at start-up (``configure(secrets_from_config(config))``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,8 @@ _MIN_SHOWN = 12
 _NAME_WORDS = [r"pass(?:word|wd)?", "pwd", "secret", "token", r"api[_-]?key", "apikey"]
 _NAME_WORDS += [r"access[_-]?key", r"routing[_-]?key", r"client[_-]?secret", r"private[_-]?key"]
 _SECRET_NAMES = "(?:" + "|".join(_NAME_WORDS) + ")"
+_SECRET_NAME = re.compile(rf"(?i)[\w-]*{_SECRET_NAMES}")
+_MIN_MATCH = 5  # no pattern below matches a shorter string ("pwd=x")
 _PATTERNS: tuple[re.Pattern[str], ...] = (
     # Authorization: Bearer abc / Authorization: Basic abc / authorization=abc
     re.compile(r"(?i)(\bauthorization\b\"?\s*[:=]\s*\"?(?:bearer|basic|token)?\s*)([^\s\"',;]+)"),
@@ -72,17 +75,27 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: list[str] = []
+        # Ticket bodies repeat the same strings (site, summary, keys) event after event.
+        self._cached_text = functools.lru_cache(maxsize=8192)(self._text)
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         known = set(self._secrets) | {s for s in secrets if s and len(s) >= 4}
         # Longest first, so a secret containing another is replaced whole.
         self._secrets = sorted(known, key=len, reverse=True)
+        self._cached_text.cache_clear()
 
     def text(self, value: str) -> str:
+        if len(value) > 4096:  # log excerpts and tracebacks: not worth caching
+            return self._text(value)
+        return self._cached_text(value)
+
+    def _text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, cut(secret))
+        if len(value) < _MIN_MATCH:
+            return value
         for pattern in _PATTERNS:
             value = pattern.sub(_cut_match, value)
         return value
@@ -98,21 +111,24 @@ class Redactor:
         return value
 
     def _item(self, key: str, item: Any) -> Any:
-        if isinstance(item, str) and re.fullmatch(rf"(?i)[\w-]*{_SECRET_NAMES}", key):
+        if isinstance(item, str) and _is_secret_name(key):
             return cut(item) if not _already_cut(item) else item
         return self.value(item)
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         result: dict[str, str] = {}
         for name, item in headers.items():
-            if name.lower() in ("authorization", "proxy-authorization") or re.fullmatch(
-                rf"(?i)[\w-]*{_SECRET_NAMES}", name
-            ):
+            if name.lower() in ("authorization", "proxy-authorization") or _is_secret_name(name):
                 scheme, _, credential = item.partition(" ")
                 result[name] = f"{scheme} {cut(credential)}" if credential else cut(item)
             else:
                 result[name] = self.text(item)
         return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_name(key: str) -> bool:
+    return _SECRET_NAME.fullmatch(key) is not None
 
 
 def _already_cut(value: str) -> bool:

@@ -140,8 +140,8 @@ class OutboxDispatcher:
         rand: Callable[[], float] = random.random,
         poll_interval: float = 1.0,
         periodic_interval: float = 5.0,
-        batch_size: int = 64,
-        concurrency: int = 8,
+        batch_size: int = 256,
+        concurrency: int = 16,
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)

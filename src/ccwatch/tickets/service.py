@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,35 +181,50 @@ class SlaWatcher:
         self._gauged: set[tuple[str, str]] = set()
         self._upstreams = {u.upstream_name for u in config.tickets if u.enabled}
         self._wakeup: asyncio.Event | None = None
+        self._dirty: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         _watchers.add(self)
 
-    def wake(self) -> None:
-        """An incident changed: evaluate now (due times show on a new incident at once)."""
-        if self._loop is not None and self._wakeup is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wakeup.set)
+    def wake(self, incident_id: str) -> None:
+        """An incident changed: evaluate it now (its due times show at once)."""
+        if self._loop is None or self._wakeup is None or self._loop.is_closed():
+            return
+        self._dirty.add(incident_id)
+        self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        next_full = 0.0
         while True:
             self._wakeup.clear()
+            # Every `interval` all watched incidents; in between only the changed ones.
+            full = time.monotonic() >= next_full
+            only, self._dirty = (None, set()) if full else (self._dirty, set())
+            if full:
+                next_full = time.monotonic() + self.interval
             try:
-                await self.evaluate()
+                await self.evaluate(only=only)
             except (sqlite3.Error, OSError) as exc:
                 logger.error("SLA watcher cannot read the state database: %s; retrying", exc)
             except Exception:
                 logger.exception("SLA watcher failed (a ccwatch bug); continuing")
+            timeout = max(0.0, next_full - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.interval)
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def evaluate(self, now: float | None = None) -> list[str]:
-        """One pass; returns the escalation steps sent as ``<incident id>:<level>``."""
+    async def evaluate(
+        self, now: float | None = None, only: Collection[str] | None = None
+    ) -> list[str]:
+        """One pass over the watched incidents (or ``only`` these ids); returns the
+        escalation steps sent as ``<incident id>:<level>``."""
         at = self.clock() if now is None else now
         if not self.config.sla.enabled:
             return []
         since = at - RCA_LOOKBACK.total_seconds()
-        incidents = await self.store.run(lambda c: _watched_incidents(c, self.config.site, since))
+        incidents = await self.store.run(
+            lambda c: _watched_incidents(c, self.config.site, since, only)
+        )
         sent: list[str] = []
         gauged: set[tuple[str, str]] = set()
         moment = datetime.fromtimestamp(at, UTC)
@@ -249,10 +264,14 @@ class SlaWatcher:
                 )
             if written[1]:
                 self.on_written()
-        for labels in self._gauged - gauged:
+        if only is not None:
+            stale = {labels for labels in self._gauged if labels[0] in only} - gauged
+            self._gauged = (self._gauged - stale) | gauged
+        else:
+            stale, self._gauged = self._gauged - gauged, gauged
+        for labels in stale:
             with contextlib.suppress(KeyError):
                 self.metrics.remaining.remove(*labels)
-        self._gauged = gauged
         return sent
 
     def _write(
@@ -354,12 +373,17 @@ def _sent_names(incident: Incident) -> list[str]:
     return [str(name) for name in names] if isinstance(names, list) else []
 
 
-def _watched_incidents(conn: sqlite3.Connection, site: str, since: float) -> list[Incident]:
-    rows = conn.execute(
-        "SELECT * FROM incidents WHERE site = ? AND (state != 'resolved' OR resolved_at >= ?)"
-        " ORDER BY opened_at",
-        (site, since),
-    ).fetchall()
+def _watched_incidents(
+    conn: sqlite3.Connection, site: str, since: float, only: Collection[str] | None
+) -> list[Incident]:
+    query = "SELECT * FROM incidents WHERE site = ? AND (state != 'resolved' OR resolved_at >= ?)"
+    params: list[Any] = [site, since]
+    if only is not None:
+        if not only:
+            return []
+        query += f" AND id IN ({', '.join('?' for _ in only)})"
+        params.extend(only)
+    rows = conn.execute(query + " ORDER BY opened_at", params).fetchall()
     return [Incident.from_row(row) for row in rows]
 
 
@@ -373,7 +397,7 @@ def _on_incident_change(incident: Incident, change: str) -> None:
     notify_new_events()
     if change != "loss":
         for watcher in list(_watchers):
-            watcher.wake()
+            watcher.wake(incident.id)
 
 
 def ticket_services(runtime: Runtime) -> dict[str, Service]:

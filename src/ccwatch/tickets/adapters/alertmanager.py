@@ -17,16 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ccwatch.tickets.adapters.base import (
     Adapter,
     AdapterContext,
+    HttpPoster,
     TicketEvent,
-    check_response,
-    http_client,
     iso,
-    transport_errors,
 )
 from ccwatch.tickets.config import AlertmanagerUpstream
 
@@ -46,8 +42,8 @@ class AlertmanagerAdapter(Adapter):
         self.context = context
         self.firing: dict[str, _Firing] = {}
         self._endpoint = str(config.url).rstrip("/") + "/api/v2/alerts"
-        self._client: httpx.AsyncClient = http_client(
-            config.timeout.total_seconds(), config.verify_tls, context.transport
+        self._http = HttpPoster(
+            self.name, config.timeout.total_seconds(), config.verify_tls, context
         )
 
     def labels(self, event: TicketEvent) -> dict[str, str]:
@@ -135,9 +131,8 @@ class AlertmanagerAdapter(Adapter):
             )
 
     async def _post(self, alerts: list[dict[str, Any]]) -> None:
-        with transport_errors(self.name, self.context.redactor):
-            response = await self._client.post(self._endpoint, json=alerts)
-        check_response(response, self.name, self.context.redactor, self.context.clock())
+        body = json.dumps(alerts, separators=(",", ":")).encode()
+        await self._http.post(self._endpoint, body, {"Content-Type": "application/json"})
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()

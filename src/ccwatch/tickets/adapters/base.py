@@ -3,8 +3,15 @@
 An adapter turns one outbox event into one call of its upstream's API. It returns when
 the upstream accepted the event and raises ``TemporaryUpstreamError`` (retry later,
 optionally after ``retry_after`` seconds) or ``PermanentUpstreamError`` (dead-letter)
-otherwise; the dispatcher does the retrying. HTTP adapters take an optional
-``httpx.AsyncBaseTransport``, as httpx itself does, so tests can point them anywhere.
+otherwise; the dispatcher does the retrying. HTTP adapters post through one
+``HttpPoster`` (an aiohttp session with the error mapping below); tests point them at
+local receivers, and ``RecordingAdapter`` stands in for an upstream where no peer is
+needed.
+
+HTTP outcome mapping: 2xx accepted; 408, 429, 5xx, timeouts, refused connections and
+TLS failures → ``TemporaryUpstreamError`` (with ``Retry-After`` in seconds, from either
+delta-seconds or an HTTP date); any other status → ``PermanentUpstreamError`` with the
+status and a short, redacted excerpt of the answer.
 """
 
 from __future__ import annotations
@@ -14,14 +21,13 @@ import email.utils
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.redact import Redactor
@@ -65,7 +71,6 @@ class AdapterContext:
     site: str
     redactor: Redactor = field(default_factory=Redactor)
     clock: Callable[[], float] = time.time
-    transport: httpx.AsyncBaseTransport | None = None
     email: EmailConfig | None = None  # the SMTP relay (top-level ``email:``)
 
 
@@ -130,45 +135,59 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def check_response(response: httpx.Response, upstream: str, redactor: Redactor, now: float) -> None:
+def check_status(
+    status: int, text: str, retry_after: str | None, upstream: str, redactor: Redactor, now: float
+) -> None:
     """2xx returns; 408/429/5xx raise Temporary (with Retry-After); other codes Permanent."""
-    status = response.status_code
     if 200 <= status < 300:
         return
-    excerpt = redactor.text(response.text[:_EXCERPT_CHARS].replace("\n", " ").strip())
+    excerpt = redactor.text(text[:_EXCERPT_CHARS].replace("\n", " ").strip())
     message = f"{upstream}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in (408, 429) or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-        raise TemporaryUpstreamError(message, retry_after=retry_after)
+        raise TemporaryUpstreamError(message, retry_after=parse_retry_after(retry_after, now))
     raise PermanentUpstreamError(message)
 
 
-@contextmanager
-def transport_errors(upstream: str, redactor: Redactor) -> Iterator[None]:
-    """Timeouts, refused connections and TLS failures become TemporaryUpstreamError."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise TemporaryUpstreamError(f"{upstream}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        detail = redactor.text(str(exc) or type(exc).__name__)
-        raise TemporaryUpstreamError(f"{upstream}: {detail}") from exc
+class HttpPoster:
+    """POSTs for one upstream over one aiohttp session, created on first use (inside the
+    running loop) and verifying TLS (system CAs, or ``ca_file``) unless told not to."""
 
+    def __init__(
+        self,
+        upstream: str,
+        timeout: float,
+        verify_tls: bool,
+        context: AdapterContext,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.context = context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl: bool | ssl.SSLContext = verify_tls
+        if verify_tls and ca_file is not None:
+            self._ssl = ssl.create_default_context(cafile=str(ca_file))
+        self._session: aiohttp.ClientSession | None = None
 
-def http_client(
-    timeout: float,
-    verify_tls: bool,
-    transport: httpx.AsyncBaseTransport | None,
-    ca_file: Path | None = None,
-) -> httpx.AsyncClient:
-    """An httpx client that verifies TLS (system CAs, or ``ca_file``) unless told not to."""
-    verify: bool | ssl.SSLContext = verify_tls
-    if verify_tls and ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(ca_file))
-    return httpx.AsyncClient(
-        timeout=timeout,
-        verify=verify,
-        transport=transport,
-        follow_redirects=False,
-        headers={"User-Agent": "ccwatch"},
-    )
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers={"User-Agent": "ccwatch"}
+            )
+        redactor = self.context.redactor
+        try:
+            async with self._session.post(
+                url, data=body, headers=dict(headers), ssl=self._ssl, allow_redirects=False
+            ) as response:
+                text = (await response.content.read(4096)).decode("utf-8", errors="replace")
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except TimeoutError as exc:
+            raise TemporaryUpstreamError(f"{self.upstream}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            detail = redactor.text(str(exc) or type(exc).__name__)
+            raise TemporaryUpstreamError(f"{self.upstream}: {detail}") from exc
+        check_status(status, text, retry_after, self.upstream, redactor, self.context.clock())
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -17,17 +17,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
 from ccwatch.configbase import read_secret
 from ccwatch.errors import PermanentUpstreamError
 from ccwatch.tickets.adapters.base import (
     Adapter,
     AdapterContext,
+    HttpPoster,
     TicketEvent,
-    check_response,
-    http_client,
-    transport_errors,
 )
 from ccwatch.tickets.config import PagerDutyUpstream
 
@@ -83,8 +79,8 @@ class PagerDutyAdapter(Adapter):
         self.config = config
         self.context = context
         self._routing_key = read_secret(config.routing_key_env, config.routing_key_file) or ""
-        self._client: httpx.AsyncClient = http_client(
-            config.timeout.total_seconds(), config.verify_tls, context.transport
+        self._http = HttpPoster(
+            self.name, config.timeout.total_seconds(), config.verify_tls, context
         )
 
     async def deliver(self, event: TicketEvent) -> None:
@@ -94,13 +90,7 @@ class PagerDutyAdapter(Adapter):
         if not self._routing_key:
             raise PermanentUpstreamError(f"{self.name}: no routing key configured")
         content = json.dumps(request, separators=(",", ":")).encode()
-        with transport_errors(self.name, self.context.redactor):
-            response = await self._client.post(
-                str(self.config.url),
-                content=content,
-                headers={"Content-Type": "application/json"},
-            )
-        check_response(response, self.name, self.context.redactor, self.context.clock())
+        await self._http.post(str(self.config.url), content, {"Content-Type": "application/json"})
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()

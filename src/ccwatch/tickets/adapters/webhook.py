@@ -12,16 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import httpx
-
 from ccwatch.configbase import read_secret
 from ccwatch.tickets.adapters.base import (
     Adapter,
     AdapterContext,
+    HttpPoster,
     TicketEvent,
-    check_response,
-    http_client,
-    transport_errors,
 )
 from ccwatch.tickets.config import WebhookUpstream
 
@@ -40,8 +36,8 @@ class WebhookAdapter(Adapter):
         self.context = context
         self._secret = read_secret(config.secret_env, config.secret_file)
         self._token = read_secret(config.bearer_token_env, config.bearer_token_file)
-        self._client: httpx.AsyncClient = http_client(
-            config.timeout.total_seconds(), config.verify_tls, context.transport, config.ca_file
+        self._http = HttpPoster(
+            self.name, config.timeout.total_seconds(), config.verify_tls, context, config.ca_file
         )
 
     def request_headers(self, event: TicketEvent, body: bytes) -> dict[str, str]:
@@ -59,11 +55,7 @@ class WebhookAdapter(Adapter):
 
     async def deliver(self, event: TicketEvent) -> None:
         body = event.body_bytes()
-        with transport_errors(self.name, self.context.redactor):
-            response = await self._client.post(
-                str(self.config.url), content=body, headers=self.request_headers(event, body)
-            )
-        check_response(response, self.name, self.context.redactor, self.context.clock())
+        await self._http.post(str(self.config.url), body, self.request_headers(event, body))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
