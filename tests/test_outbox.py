@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from ccwatch.config import validate_data
+from ccwatch.cli import cli
+from ccwatch.config import load_config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
+from ccwatch.incidents.service import IncidentService
 from ccwatch.incidents.store import StateStore
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor
+from ccwatch.severity import Severity
 from ccwatch.tickets.adapters.base import AdapterContext, RecordingAdapter
 from ccwatch.tickets.adapters.webhook import WebhookAdapter
 from ccwatch.tickets.config import WebhookUpstream
@@ -383,3 +387,40 @@ def test_run_wakes_promptly_when_told_and_stops_cleanly(store: StateStore) -> No
     asyncio.run(scenario())
     statuses = sorted(status for _, _, status, _, _ in outbox_statuses(store))
     assert statuses == ["dead", "delivered"]
+
+
+def test_a_dead_letter_shows_in_incidents_show(tmp_path: Path, receiver: Receiver) -> None:
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        "site: blr1\n"
+        f"state: {{path: {tmp_path / 'state.db'}}}\n"
+        f"tickets: [{{type: webhook, url: '{receiver.url}/hook'}}]\n"
+    )
+    config = load_config(config_path)
+    store = StateStore.open(config.state.path)
+    clock = FakeClock()
+    receiver.default = Reply(422, '{"error": "unknown component acd"}')
+    service = IncidentService(store, config, CollectorRegistry(), clock=clock)
+    adapter = WebhookAdapter(config.tickets[0], AdapterContext("blr1", clock=clock))  # type: ignore[arg-type]
+    dispatcher = make_dispatcher(store, adapter, clock)
+
+    async def scenario() -> str:
+        await service.report(
+            component="acd", kind="production_loss", severity=Severity.CRITICAL, impact="down"
+        )
+        await dispatcher.drain_once("webhook")
+        await adapter.aclose()
+        (incident,) = await service.list_incidents()
+        return incident.id
+
+    try:
+        incident_id = asyncio.run(scenario())
+    finally:
+        store.close()
+    shown = CliRunner().invoke(cli, ["-c", str(config_path), "incidents", "show", incident_id])
+    assert shown.exit_code == 0, shown.output
+    assert "ticket_dead" in shown.output
+    assert "webhook refused open #1 for good" in shown.output
+    assert "HTTP 422" in shown.output and "unknown component acd" in shown.output
+    listed = CliRunner().invoke(cli, ["-c", str(config_path), "tickets", "list", "--dead"])
+    assert "last error: webhook: HTTP 422" in listed.output

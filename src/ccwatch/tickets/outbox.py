@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError, UpstreamError
+from ccwatch.incidents import repository
 from ccwatch.incidents.store import StateStore, transaction
 from ccwatch.metrics import shared_metrics
 from ccwatch.readiness import Readiness
@@ -354,6 +355,23 @@ def _record(connection: sqlite3.Connection, outcomes: Iterable[_Outcome], now: f
                     "next_attempt_at = ? WHERE id = ?",
                     (outcome.status, outcome.error, outcome.next_attempt_at, outcome.row_id),
                 )
+            if outcome.status == "dead":
+                _note_dead_letter(connection, outcome, now)
+
+
+def _note_dead_letter(connection: sqlite3.Connection, outcome: _Outcome, now: float) -> None:
+    """A ``ticket_dead`` timeline entry, so ``ccwatch incidents show`` tells the operator."""
+    row = connection.execute(
+        "SELECT incident_id, upstream, event, seq FROM outbox WHERE id = ?", (outcome.row_id,)
+    ).fetchone()
+    incident = repository.load_incident(connection, row[0]) if row else None
+    if incident is None:
+        return
+    detail = (
+        f"{row[1]} refused {row[2]} #{row[3]} for good (outbox id {outcome.row_id}; "
+        f"`ccwatch tickets retry {outcome.row_id}` after fixing): {outcome.error}"
+    )
+    repository.append_timeline(connection, incident, "ticket_dead", now, detail)
 
 
 def _depth(connection: sqlite3.Connection, upstream: str) -> tuple[int, float | None]:
