@@ -133,7 +133,12 @@ def test_pagerduty_trigger_acknowledge_resolve_share_one_dedup_key(
     async def scenario() -> None:
         await adapter.deliver(event("inc-1", 1, "open"))
         await adapter.deliver(event("inc-1", 2, "escalate", severity="major", summary=long_summary))
-        await adapter.deliver(event("inc-1", 3, "acknowledge"))
+        acked = "2026-11-23T10:20:00Z"  # the incident service's ack: an update at the ack time
+        await adapter.deliver(
+            event(
+                "inc-1", 3, "update", state="acknowledged", acknowledged_at=acked, updated_at=acked
+            )
+        )
         await adapter.deliver(event("inc-1", 4, "resolve"))
         await adapter.deliver(event("inc-1", 5, "rca_warning", state="resolved"))  # not sent
         await adapter.aclose()

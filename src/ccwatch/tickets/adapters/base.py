@@ -45,7 +45,7 @@ class TicketEvent:
     upstream: str
     incident_id: str
     seq: int
-    event: str  # open | update | escalate | acknowledge | resolve | sla_escalation | ...
+    event: str  # open | escalate | update | resolve; SLA steps: escalate, sla_warning, rca_due
     idempotency_key: str
     body: dict[str, Any]
     created_at: float = 0.0
@@ -55,6 +55,16 @@ class TicketEvent:
     @property
     def dedup_key(self) -> str:
         return str(self.body.get("dedup_key") or self.idempotency_key.rpartition(":")[0])
+
+    @property
+    def kind(self) -> str:
+        """What happened, for adapters that speak in actions: ``acknowledge`` for the
+        ``update`` that records an acknowledgement (its ``updated_at`` is the ack time),
+        otherwise the event name."""
+        acked = self.body.get("acknowledged_at")
+        if self.event == "update" and acked and acked == self.body.get("updated_at"):
+            return "acknowledge"
+        return self.event
 
     @property
     def severity(self) -> str:

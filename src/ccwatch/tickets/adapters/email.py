@@ -29,7 +29,8 @@ _VERBS = {
     "escalate": "severity changed",
     "acknowledge": "acknowledged",
     "resolve": "resolved",
-    "sla_escalation": "SLA escalation",
+    "sla_warning": "SLA warning",
+    "rca_due": "RCA overdue",
 }
 
 
@@ -41,8 +42,8 @@ def message_id(dedup_key: str, seq: int | None = None) -> str:
 
 def subject(event: TicketEvent, prefix: str) -> str:
     body = event.body
-    verb = _VERBS.get(event.event, event.event.replace("_", " "))
-    if event.event == "sla_escalation" and isinstance(body.get("escalation"), dict):
+    verb = _VERBS.get(event.kind, event.kind.replace("_", " "))
+    if isinstance(body.get("escalation"), dict):
         verb = f"escalated to {body['escalation'].get('name')}"
     tag = f"[{prefix} {body.get('priority') or ''} {event.severity.upper()}]".replace("  ", " ")
     where = f"{body.get('site')}/{body.get('component')}"

@@ -3,7 +3,8 @@
 One incident is one PagerDuty alert: every event carries the incident's ``dedup_key``
 (≤ 255 characters), so a repeated trigger updates the alert instead of opening a second
 one. ``open``/``update``/``escalate``/SLA escalations → ``trigger`` (severity and
-details refreshed), ``acknowledge`` → ``acknowledge``, ``resolve`` → ``resolve``. Events
+details refreshed), the ``update`` recording an acknowledgement → ``acknowledge``,
+``resolve`` → ``resolve``. Events
 that follow a resolution (the RCA clock) are not sent: a trigger after a resolve would
 open a new alert.
 
@@ -40,7 +41,7 @@ def truncate(text: str, limit: int) -> str:
 def enqueue_body(event: TicketEvent, routing_key: str, source: str) -> dict[str, Any] | None:
     """The Events API v2 request for ``event``, or None when there is nothing to send."""
     body = event.body
-    action = ACTIONS.get(event.event, "trigger")
+    action = ACTIONS.get(event.kind, "trigger")
     if action == "trigger" and body.get("state") == "resolved":
         return None
     request: dict[str, Any] = {
