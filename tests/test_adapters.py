@@ -421,3 +421,21 @@ def test_build_adapters_skips_disabled_and_adds_escalation_mail(smtp: tuple[_Mai
         upstreams, AdapterContext("blr1", email=email_relay(port)), escalation_email=True
     )
     assert sorted(adapters) == ["email", "escalation-email"]
+
+
+def test_escalation_mail_goes_to_the_level_addresses(smtp: tuple[_Mailbox, int]) -> None:
+    mailbox, port = smtp
+    config = EmailUpstream(type="email", name="escalation-email", to=["unused@example.com"])
+    adapter = EmailAdapter(
+        config, AdapterContext("blr1", email=email_relay(port)), escalation_targets=True
+    )
+    step = {
+        "name": "L2 support",
+        "trigger": "first_response_breach",
+        "email": ["l2@vendor.example"],
+    }
+    asyncio.run(adapter.deliver(event("inc-7", 4, "escalate", escalation=step)))
+    ((to, message),) = mailbox.messages
+    assert to == ["l2@vendor.example"]
+    assert "escalated to L2 support" in message["Subject"]
+    assert message["In-Reply-To"] == message_id("ccwatch:blr1:acd:inc-7")

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccwatch.config import Config
 from ccwatch.logs import JournalFormatter
@@ -126,3 +128,32 @@ def test_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
     assert ROUTING_KEY not in text and DSN_PASSWORD not in text
     assert "R0UT...1e2f" in text
     assert "ValueError: bad dsn postgresql://u:Am3y...word@db/x" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="*."),
+        min_size=4,
+        max_size=60,
+    ),
+    st.text(max_size=40),
+    st.text(max_size=40),
+)
+def test_a_configured_secret_never_survives(secret: str, before: str, after: str) -> None:
+    redacted = Redactor([secret]).text(before + secret + after)
+    assert secret not in redacted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        min_size=12,
+        max_size=64,
+    )
+)
+def test_cut_shows_exactly_four_and_four(secret: str) -> None:
+    shown = cut(secret)
+    assert shown == f"{secret[:4]}...{secret[-4:]}"
+    assert Redactor().text(f"password={secret}") == f"password={shown}"
