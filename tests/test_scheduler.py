@@ -141,3 +141,33 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_scheduler(store: StateS
     jobs = [ScheduledJob("retention", "0 2 * * *", "UTC", broken)]
     asyncio.run(_run_briefly(jobs, store, ran))
     assert last_run_times(store)["retention"] == NOW
+
+
+def test_a_fire_time_runs_the_job_on_the_event_loop(store: StateStore) -> None:
+    """Through APScheduler's real executor: the job is awaited, and its run is recorded."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.date import DateTrigger
+
+    from ccwatch.scheduler import _JobRunner, add_runner
+
+    async def scenario() -> None:
+        ran = asyncio.Event()
+
+        async def job() -> None:
+            ran.set()
+
+        runner = _JobRunner(ScheduledJob("fires", "0 3 * * *", "UTC", job), store, NOW.timestamp)
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        add_runner(scheduler, runner, DateTrigger(run_date=datetime.now(UTC)))
+        scheduler.start()
+        try:
+            await asyncio.wait_for(ran.wait(), timeout=10)
+        finally:
+            scheduler.shutdown(wait=False)
+        for _ in range(100):  # the run is recorded right after the job returns
+            if "fires" in last_run_times(store):
+                break
+            await asyncio.sleep(0.02)
+
+    asyncio.run(scenario())
+    assert last_run_times(store)["fires"] == NOW

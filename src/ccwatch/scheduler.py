@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from ccwatch.incidents.store import StateStore, transaction
@@ -116,6 +117,25 @@ class _JobRunner:
             )
 
 
+def add_runner(scheduler: AsyncIOScheduler, runner: _JobRunner, trigger: BaseTrigger) -> None:
+    """Schedule ``runner`` so that APScheduler awaits it on the event loop.
+
+    The bound ``__call__`` is passed, not the runner: APScheduler's asyncio executor
+    recognises coroutine *functions* only, and would run a callable object in a worker
+    thread, creating a coroutine that is never awaited (the job silently never runs).
+    """
+    scheduler.add_job(
+        runner.__call__,
+        trigger,
+        id=runner.job.name,
+        name=runner.job.name,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=3600,
+        replace_existing=True,
+    )
+
+
 def _record_run_in(
     connection: sqlite3.Connection, job: str, started_at: float, finished_at: float
 ) -> None:
@@ -166,16 +186,7 @@ async def run_scheduler(
                 missed.isoformat(),
             )
             catch_up.append(asyncio.create_task(runners[job.name](), name=f"catch-up {job.name}"))
-        scheduler.add_job(
-            runners[job.name],
-            trigger,
-            id=job.name,
-            name=job.name,
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=3600,
-            replace_existing=True,
-        )
+        add_runner(scheduler, runners[job.name], trigger)
         logger.info(
             "scheduled %s (%s %s), next run %s",
             job.name,
