@@ -301,3 +301,42 @@ def test_retention_reuses_the_retention_config(
     skipped = run("retention", env(cfg), database="ameyo_db")
     assert skipped.status is Status.SKIPPED
     assert "did you mean 'ameyodb'?" in skipped.value
+
+
+def test_retention_allows_rows_that_expired_since_the_last_cleanup(
+    pg_database: str, tmp_path: Path
+) -> None:
+    """After a good nightly cleanup rows keep expiring; the morning check must not fail."""
+    with psycopg.connect(pg_database) as connection:
+        connection.execute("CREATE TABLE call_history (id serial, created_at timestamptz)")
+        connection.execute(
+            "INSERT INTO call_history (created_at) VALUES (now() - interval '91 days 6 hours')"
+        )
+    tables = [{"table": "call_history", "column": "created_at"}]
+    morning = run("retention", dsn=pg_database, keep_days=90, grace_days=1, tables=tables)
+    assert morning.status is Status.OK, morning
+    strict = run("retention", dsn=pg_database, keep_days=90, tables=tables, slack="0")
+    assert strict.status is Status.FAIL
+
+
+def test_retention_reads_the_dsn_file_of_the_retention_config(
+    pg_database: str, tmp_path: Path
+) -> None:
+    _history_db(pg_database, [200])
+    dsn_file = tmp_path / "ameyodb.dsn"
+    dsn_file.write_text(pg_database + "\n")
+    cfg = config(
+        retention={
+            "databases": [
+                {
+                    "name": "ameyodb",
+                    "dsn_file": str(dsn_file),
+                    "keep_days": 90,
+                    "tables": [{"table": "call_history", "column": "created_at"}],
+                }
+            ]
+        }
+    )
+    outcome = run("retention", env(cfg), database="ameyodb")
+    assert outcome.status is Status.FAIL
+    assert outcome.value.startswith("call_history: 1 rows")

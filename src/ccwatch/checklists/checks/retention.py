@@ -2,14 +2,16 @@
 
 Either ``database:`` names a database of ``retention.databases`` in config.yaml (its DSN,
 ``keep_days``, ``grace_days`` and tables are reused), or the check gives ``dsn``,
-``keep_days`` and ``tables`` itself. The cutoff is ``keep_days + grace_days`` days ago:
-the grace covers the time between two cleanup runs.
+``keep_days`` and ``tables`` itself. The cleanup deletes what is older than
+``keep_days + grace_days`` days; between two cleanups rows keep crossing that line, so the
+check only fails on rows older than that cutoff minus ``slack`` (default one day, the
+cleanup's usual period). A check that ignored this would fail every morning after a
+perfectly good nightly run.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,8 +21,10 @@ from ccwatch.checklists.checks.base import CheckEnv, CheckType
 from ccwatch.checklists.checks.pgconnect import connect, redact_dsn, reject_inline_password
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
-from ccwatch.durations import Duration
+from ccwatch.durations import Duration, format_duration
+from ccwatch.errors import RetentionError
 from ccwatch.retention.config import RetentionTable
+from ccwatch.retention.postgres import resolve_dsn
 
 
 class RetentionParams(StrictModel):
@@ -31,6 +35,9 @@ class RetentionParams(StrictModel):
     keep_days: int | None = Field(None, ge=1)
     grace_days: int = Field(1, ge=0)
     tables: list[RetentionTable] = Field(default_factory=list)
+    slack: Duration = Field(
+        timedelta(days=1), description="time between cleanups; rows this far past the cutoff fail"
+    )
     connect_timeout: Duration = timedelta(seconds=5)
 
     @field_validator("dsn")
@@ -67,9 +74,10 @@ def _target(params: RetentionParams, env: CheckEnv) -> tuple[str, int, list[Rete
         return f"retention database {params.database!r} is not configured in config.yaml{hint}"
     if not database.enabled:
         return f"retention database {params.database!r} is disabled in config.yaml"
-    dsn = database.dsn or (os.environ.get(database.dsn_env) if database.dsn_env else None)
-    if not dsn:
-        return f"retention database {params.database!r} has no dsn or dsn_env set"
+    try:
+        dsn = resolve_dsn(database)
+    except RetentionError as exc:
+        return f"retention database {params.database!r}: {exc}"
     if not database.tables:
         return f"retention database {params.database!r} lists no tables"
     return dsn, database.keep_days + database.grace_days, list(database.tables)
@@ -89,8 +97,11 @@ async def run(params: RetentionParams, env: CheckEnv) -> Outcome:
     if isinstance(target, str):
         return Outcome.skipped(target)
     dsn, cutoff_days, tables = target
-    cutoff = datetime.fromtimestamp(env.clock(), UTC) - timedelta(days=cutoff_days)
-    threshold = f"no rows older than {cutoff_days} days (before {cutoff:%Y-%m-%d})"
+    cutoff = datetime.fromtimestamp(env.clock(), UTC) - timedelta(days=cutoff_days) - params.slack
+    threshold = (
+        f"no rows older than {cutoff_days} days + {format_duration(params.slack)} slack "
+        f"(before {cutoff:%Y-%m-%d %H:%M} UTC)"
+    )
     timeout = params.connect_timeout.total_seconds()
     try:
         connection = await connect(dsn, params.password_env, params.password_file, timeout)
