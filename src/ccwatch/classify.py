@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from ccwatch.severity import Severity
 
@@ -78,8 +79,13 @@ class Assessment:
     loss: float
     severity: Severity
     cause: str  # which measure gave the loss: take_calls, login, logged_in, rejected, down, none
-    metrics: dict[str, float | int | bool | None]
+    measures: tuple[float | bool | None, ...]  # in MEASURES order
     window_label: str = ""
+
+    @property
+    def metrics(self) -> dict[str, float | int | bool | None]:
+        """The measures by name (for diagnostics and the incident record)."""
+        return dict(zip(MEASURES, self.measures, strict=True))
 
     @property
     def impact(self) -> str:
@@ -90,14 +96,20 @@ class Assessment:
         )
 
 
+MEASURES = (
+    "seats",
+    "agents_unable_to_take_calls",
+    "agents_unable_to_login",
+    "agents_expected",
+    "agents_logged_in",
+    "calls_offered",
+    "calls_rejected",
+    "up",
+)
+
+
 def percent(loss: float) -> str:
     return f"{loss * 100:.1f}%"
-
-
-def _ratio(part: float, whole: float) -> float:
-    if whole <= 0 or not math.isfinite(part) or not math.isfinite(whole):
-        return 0.0
-    return min(1.0, max(0.0, part / whole))
 
 
 def assess(
@@ -116,52 +128,71 @@ def assess(
     window_label: str = "",
 ) -> Assessment:
     """Classify one set of measures. Never raises on finite (or missing) inputs."""
-    # The largest loss wins (the first measure listed on a tie); the impact sentence is
-    # built for the winner only, because this runs for every message.
+    return assess_measures(
+        component,
+        thresholds,
+        max_severity,
+        (
+            seats,
+            agents_unable_to_take_calls,
+            agents_unable_to_login,
+            agents_expected,
+            agents_logged_in,
+            calls_offered,
+            calls_rejected,
+            up,
+        ),
+        window_label,
+    )
+
+
+def assess_measures(
+    component: str,
+    thresholds: Thresholds,
+    max_severity: Severity,
+    measures: tuple[Any, ...],
+    window_label: str = "",
+) -> Assessment:
+    """``assess`` with the measures as a tuple in ``MEASURES`` order (the hot path).
+
+    The largest loss wins (the first measure listed on a tie). Written out flat because
+    it runs for every message; comparisons with NaN are false, so a NaN measure (the
+    parser rejects them anyway) simply never wins.
+    """
+    seats, take_calls, login, expected, logged_in, offered, rejected, up = measures
     best_loss, best_cause = 0.0, "none"
     if up is False:
         best_loss, best_cause = 1.0, "down"
-    has_seats = seats is not None and seats > 0
-    if has_seats:
-        assert seats is not None
-        if agents_unable_to_take_calls is not None:
-            loss = _ratio(agents_unable_to_take_calls, seats)
-            if loss > best_loss:
-                best_loss, best_cause = loss, "take_calls"
-        if agents_unable_to_login is not None:
-            loss = _ratio(agents_unable_to_login, seats)
-            if loss > best_loss:
-                best_loss, best_cause = loss, "login"
-        if agents_expected is not None and agents_logged_in is not None:
-            loss = _ratio(max(0.0, agents_expected - agents_logged_in), seats)
-            if loss > best_loss:
-                best_loss, best_cause = loss, "logged_in"
+    if seats is not None and seats > 0:
+        if take_calls is not None and take_calls / seats > best_loss:
+            best_loss, best_cause = take_calls / seats, "take_calls"
+        if login is not None and login / seats > best_loss:
+            best_loss, best_cause = login / seats, "login"
+        if expected is not None and logged_in is not None:
+            missing = expected - logged_in
+            if missing / seats > best_loss:
+                best_loss, best_cause = missing / seats, "logged_in"
     if (
-        calls_offered is not None
-        and calls_rejected is not None
-        and calls_offered >= max(thresholds.min_calls_offered, 1)
+        offered is not None
+        and rejected is not None
+        and offered >= thresholds.min_calls_offered
+        and offered > 0
+        and rejected / offered > best_loss
     ):
-        loss = _ratio(calls_rejected, calls_offered)
-        if loss > best_loss:
-            best_loss, best_cause = loss, "rejected"
-    metrics: dict[str, float | int | bool | None] = {
-        "seats": seats,
-        "agents_unable_to_take_calls": agents_unable_to_take_calls,
-        "agents_unable_to_login": agents_unable_to_login,
-        "agents_expected": agents_expected,
-        "agents_logged_in": agents_logged_in,
-        "calls_offered": calls_offered,
-        "calls_rejected": calls_rejected,
-        "up": up,
-    }
-    return Assessment(
-        component=component,
-        loss=best_loss,
-        severity=severity_for(best_loss, thresholds, max_severity),
-        cause=best_cause,
-        metrics=metrics,
-        window_label=window_label,
-    )
+        best_loss, best_cause = rejected / offered, "rejected"
+    if best_loss > 1.0:
+        best_loss = 1.0
+    if best_loss >= thresholds.critical_at:
+        severity = Severity.CRITICAL
+    elif best_loss > thresholds.major_above:
+        severity = Severity.MAJOR
+    elif best_loss > 0:
+        severity = Severity.MINOR
+    else:
+        severity = Severity.NONE
+    if severity > max_severity:
+        severity = max_severity
+    return Assessment(component, best_loss, severity, best_cause, measures, window_label)
 
 
 def impact_sentence(
@@ -306,17 +337,19 @@ class ComponentWindow:
         window_label: str = "",
     ) -> Assessment:
         has_calls = bool(self._buckets)
-        return assess(
-            component=component,
-            thresholds=thresholds,
-            max_severity=max_severity,
-            seats=self.seats if self.seats is not None else seats_fallback,
-            agents_unable_to_take_calls=self.agents_unable_to_take_calls,
-            agents_unable_to_login=self.agents_unable_to_login,
-            agents_expected=self.agents_expected,
-            agents_logged_in=self.agents_logged_in,
-            calls_offered=round(self._offered, 6) if has_calls else None,
-            calls_rejected=round(self._rejected, 6) if has_calls else None,
-            up=self.up,
-            window_label=window_label,
+        return assess_measures(
+            component,
+            thresholds,
+            max_severity,
+            (
+                self.seats if self.seats is not None else seats_fallback,
+                self.agents_unable_to_take_calls,
+                self.agents_unable_to_login,
+                self.agents_expected,
+                self.agents_logged_in,
+                self._offered if has_calls else None,
+                self._rejected if has_calls else None,
+                self.up,
+            ),
+            window_label,
         )

@@ -6,17 +6,25 @@ and hands each message to the pipeline. On ``MqttError`` it backs off exponentia
 (1 s, 2 s, 4 s … capped at ``mqtt.reconnect_max``, with jitter so a fleet does not
 reconnect in step) and connects again.
 
-Flow control, decided and measured (bench/ingest.py): messages are acknowledged
-*after* the pipeline has taken them (paho's manual ack), not when they arrive. So the
-broker never has more than its ``max_inflight_messages`` of ours unacknowledged, the
-queue between the socket and the pipeline (aiomqtt's incoming queue, bounded by
-``mqtt.queue_size``) cannot fill up, and a QoS 1 message that ccwatch did not process
-(a crash, a kill) is redelivered instead of lost. A second hand-off queue would only
-add a copy and a task switch per message; backpressure reaches the broker instead. If
-the bound is ever hit anyway (a broker with unlimited in-flight messages), aiomqtt
-drops the message; that is counted as ``ccwatch_ingest_dropped_total{reason=
-"queue_full"}`` and the broker redelivers it on the next connect, as it was never
-acknowledged.
+Flow control, decided and measured (bench/ingest.py):
+
+- Messages are acknowledged *after* the pipeline has taken them (paho's manual ack),
+  so a QoS 1 message ccwatch did not process (a crash, a kill -9) is redelivered by the
+  broker from the persistent session instead of being lost.
+- There is one bounded queue: aiomqtt's incoming queue (``mqtt.queue_size``). A second
+  hand-off queue with an awaited ``put`` would not give backpressure: paho reads the
+  socket in aiomqtt's reader callback and enqueues without any await point, so the read
+  cannot be held back from there. Nor can the broker's in-flight limit be relied on:
+  the Mosquitto 2.0.11 measured here sent over 13,000 unacknowledged messages at once
+  when a session with a backlog reconnected, whatever ``max_inflight_messages`` said.
+  What keeps the queue short is the consumer: each time it wakes it takes every message
+  already queued (aiomqtt's iterator costs a task and two loop turns per message while
+  the socket delivers one per turn, so one-at-a-time consumption falls behind). A
+  200,000-message backlog then drains with the queue near empty and nothing dropped.
+- If the bound is hit anyway, aiomqtt drops the message. That is counted as
+  ``ccwatch_ingest_dropped_total{reason="queue_full"}``, and because the dropped message
+  was never acknowledged the source reconnects at once, which makes the broker
+  redeliver it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -41,7 +50,9 @@ logger = logging.getLogger(__name__)
 INITIAL_BACKOFF = 1.0
 READINESS_NAME = "mqtt"
 
-MessageHandler = Callable[[str, bytes, float], Awaitable[None]]
+MessageHandler = Callable[[str, bytes, float], Awaitable[None] | None]
+"""``(topic, payload, received_at)``; returns an awaitable only when there is I/O to wait
+for (an incident change to write), so the common message costs no coroutine."""
 
 
 class MqttMetrics:
@@ -68,16 +79,23 @@ class MqttMetrics:
         self.dropped.labels(reason="queue_full")
 
 
+class _Redeliver(Exception):
+    """Leave the session so the broker redelivers the messages aiomqtt dropped."""
+
+
 class _DropCounter(logging.Filter):
     """aiomqtt reports a full incoming queue only as a log line; count it as a metric."""
 
     def __init__(self, counter: Counter) -> None:
         super().__init__()
         self.counter = counter
+        self.on_drop: Callable[[], None] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "queue is full" in record.getMessage():
             self.counter.labels(reason="queue_full").inc()
+            if self.on_drop is not None:
+                self.on_drop()
         return True
 
 
@@ -129,8 +147,14 @@ class MqttSource:
         self.clock = clock
         self.metrics = shared_metrics(MqttMetrics, registry)
         self._aiomqtt_logger = logging.getLogger("ccwatch.ingest.aiomqtt")
-        if not any(isinstance(f, _DropCounter) for f in self._aiomqtt_logger.filters):
-            self._aiomqtt_logger.addFilter(_DropCounter(self.metrics.dropped))
+        drop_counter = next(
+            (f for f in self._aiomqtt_logger.filters if isinstance(f, _DropCounter)), None
+        )
+        if drop_counter is None:
+            drop_counter = _DropCounter(self.metrics.dropped)
+            self._aiomqtt_logger.addFilter(drop_counter)
+        drop_counter.on_drop = self._dropped
+        self._drops_in_session = 0
         self.connections = 0  # successful connects, for tests and the status page
 
     def _client(self) -> aiomqtt.Client:
@@ -164,6 +188,14 @@ class MqttSource:
                 try:
                     await self._session(where)
                     problem = "the broker closed the connection"
+                except _Redeliver as dropped:
+                    logger.warning(
+                        "MQTT: %s message(s) dropped on a full queue (mqtt.queue_size); "
+                        "reconnecting so the broker redelivers them",
+                        dropped,
+                    )
+                    self._disconnected("reconnecting for redelivery")
+                    continue
                 except aiomqtt.MqttError as exc:
                     problem = str(exc) or type(exc).__name__
                 self._disconnected(problem)
@@ -200,26 +232,41 @@ class MqttSource:
                 " ".join(subscriptions(self.config)),
                 qos,
             )
-            handler, clock, messages = self.handler, self.clock, client.messages
+            messages = client.messages
+            # aiomqtt's bounded incoming queue (mqtt.queue_size). Waiting on it costs a
+            # task and two loop turns per message, while the socket delivers one message
+            # per turn; so once woken we take every message already queued. Without
+            # that the queue grows under a burst (a backlog after a restart) until it
+            # overflows; with it the queue stays near empty (bench/ingest.py).
+            queue: asyncio.Queue[aiomqtt.Message] = client._queue
             depth = self.metrics.queue_depth
-            processed = 0
-            async for message in messages:
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray):
-                    payload = str(payload).encode()
-                try:
-                    await handler(message.topic.value, bytes(payload), clock())
-                except Exception:
-                    # A bug must not stop ingestion or make the broker redeliver the same
-                    # message forever: log it and acknowledge it like any other.
-                    logger.exception(
-                        "processing a message on %s failed (a ccwatch bug)", message.topic
-                    )
-                if message.qos:
-                    paho.ack(message.mid, message.qos)
-                processed += 1
-                if processed & 0xFF == 0:
-                    depth.set(len(messages))
+            self._drops_in_session = 0
+            async for first in messages:
+                depth.set(queue.qsize())
+                await self._process(paho, first)
+                while not queue.empty():
+                    await self._process(paho, queue.get_nowait())
+                if self._drops_in_session:
+                    raise _Redeliver(self._drops_in_session)
+
+    async def _process(self, paho: Any, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if type(payload) is not bytes:
+            payload = payload.encode() if isinstance(payload, str) else str(payload).encode()
+        try:
+            pending = self.handler(message.topic.value, payload, self.clock())
+            if pending is not None:
+                await pending
+        except Exception:
+            # A bug must not stop ingestion or make the broker redeliver the same message
+            # forever: log it and acknowledge it like any other.
+            logger.exception("processing a message on %s failed (a ccwatch bug)", message.topic)
+        if message.qos:
+            # Acknowledged only now that the pipeline has it (see the module docstring).
+            paho.ack(message.mid, message.qos)
+
+    def _dropped(self) -> None:
+        self._drops_in_session += 1
 
     def _disconnected(self, detail: str) -> None:
         self.metrics.connected.set(0)

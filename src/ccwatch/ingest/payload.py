@@ -16,6 +16,7 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ccwatch.errors import PayloadError
 
@@ -217,30 +218,58 @@ class PayloadParser:
     def _native(
         self, component: str, document: dict[str, object], received_at: float
     ) -> Measurement:
-        self._check_component(component)
+        # This runs for every message: plain non-negative ints (what publishers send)
+        # take a fast path, anything else goes through the checks that explain it.
+        if component not in self.components:
+            self._check_component(component)
         raw_ts = document.get("ts")
-        ts = received_at if raw_ts is None else parse_timestamp(raw_ts)
-        measurement = Measurement(
-            site=self.site, component=component, ts=ts, received_at=received_at
-        )
+        if raw_ts is None:
+            ts = received_at
+        elif type(raw_ts) is float and 0 <= raw_ts < _EPOCH_SCALES[-1][0]:
+            ts = raw_ts
+        else:
+            ts = parse_timestamp(raw_ts)
+        get = document.get
+        values: list[Any] = []
         present = False
         for name in COUNT_FIELDS:
-            value = document.get(name)
+            value = get(name)
             if value is not None:
-                setattr(measurement, name, _count(name, value))
+                if type(value) is not int or value < 0:
+                    value = _count(name, value)
                 present = True
-        counters: list[tuple[str, float]] = []
-        for counter_name in COUNTER_FIELDS:
-            value = document.get(counter_name)
-            if value is not None:
-                counters.append((counter_name, _count(counter_name, value)))
-                present = True
-        up = document.get("up")
-        if up is not None:
-            measurement.up = _up(up)
+            values.append(value)
+        raw_up = get("up")
+        up = None
+        if raw_up is not None:
+            up = _up(raw_up)
             present = True
+        counters: list[tuple[str, float]] = []
+        if "calls_offered_total" in document or "calls_rejected_total" in document:
+            for counter_name in COUNTER_FIELDS:
+                value = get(counter_name)
+                if value is not None:
+                    counters.append((counter_name, _count(counter_name, value)))
+                    present = True
         if not present:
             raise PayloadError("schema", "no measure in the payload (seats, agents_*, calls_*, up)")
+        seats, logged_in, expected, unable_to_login, unable_to_take_calls, offered, rejected = (
+            values
+        )
+        measurement = Measurement(
+            self.site,
+            component,
+            ts,
+            received_at,
+            seats,
+            logged_in,
+            expected,
+            unable_to_login,
+            unable_to_take_calls,
+            offered,
+            rejected,
+            up,
+        )
         if counters:
             self._apply_counters(measurement, counters)  # checks consistency, then stores
         else:
@@ -273,21 +302,21 @@ class PayloadParser:
 
 
 def _check_consistency(m: Measurement) -> None:
-    def over(part: float | None, whole: float | None) -> bool:
-        return part is not None and whole is not None and part > whole
-
-    if over(m.calls_rejected, m.calls_offered):
+    offered, rejected = m.calls_offered, m.calls_rejected
+    if offered is not None and rejected is not None and rejected > offered:
         raise PayloadError(
-            "inconsistent",
-            f"calls_rejected ({m.calls_rejected}) > calls_offered ({m.calls_offered})",
+            "inconsistent", f"calls_rejected ({rejected:g}) > calls_offered ({offered:g})"
         )
-    for name in (
-        "agents_logged_in",
-        "agents_expected",
-        "agents_unable_to_login",
-        "agents_unable_to_take_calls",
-    ):
-        if over(getattr(m, name), m.seats):
-            raise PayloadError("inconsistent", f"{name} ({getattr(m, name)}) > seats ({m.seats})")
-    if m.seats is not None and m.seats == 0:
+    seats = m.seats
+    if seats is None:
+        return
+    if seats == 0:
         raise PayloadError("inconsistent", "seats is 0")
+    for name, value in (
+        ("agents_logged_in", m.agents_logged_in),
+        ("agents_expected", m.agents_expected),
+        ("agents_unable_to_login", m.agents_unable_to_login),
+        ("agents_unable_to_take_calls", m.agents_unable_to_take_calls),
+    ):
+        if value is not None and value > seats:
+            raise PayloadError("inconsistent", f"{name} ({value:g}) > seats ({seats:g})")

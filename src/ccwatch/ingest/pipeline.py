@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ccwatch.classify import ComponentWindow, Thresholds
 from ccwatch.config import Config
@@ -34,15 +36,17 @@ from ccwatch.severity import Severity
 logger = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL = 60.0
+# Parsed topics are cached (a few per component); the bound keeps a publisher that
+# invents component names from growing it without end.
+TOPIC_CACHE_SIZE = 10_000
 
 
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "ccwatch_ingest_messages_total",
-            "MQTT messages received on the metrics and status topics (accepted or not)",
-            registry=registry,
-        )
+        # Counted with a plain int read at scrape time: a prometheus Counter takes a
+        # lock per increment, and this one moves with every message.
+        self.received = 0
+        registry.register(_ReceivedCollector(self))
         self.rejected = Counter(
             "ccwatch_ingest_rejected_total",
             "Messages rejected, by reason (they change no incident)",
@@ -71,6 +75,23 @@ class IngestMetrics:
             self.rejected.labels(reason=reason)
 
 
+class _ReceivedCollector(Collector):
+    """``ccwatch_ingest_messages_total`` from ``IngestMetrics.received``."""
+
+    def __init__(self, metrics: IngestMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "ccwatch_ingest_messages",
+            "MQTT messages received on the metrics and status topics (accepted or not)",
+            value=self.metrics.received,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
 @dataclass(slots=True)
 class _Component:
     window: ComponentWindow
@@ -78,6 +99,9 @@ class _Component:
     seats_fallback: float | None
     loss_gauge: Gauge
     severity_gauge: Gauge
+    # Last values set on the gauges: setting one takes a lock, so only changes are set.
+    last_loss: float = -1.0
+    last_severity: int = -1
 
 
 class Pipeline:
@@ -110,25 +134,33 @@ class Pipeline:
         self.window_label = format_duration(classification.window)
         self._components: dict[str, _Component] = {}
         self._last_logged: dict[str, float] = {}
-        # Bound methods looked up once: this runs for every message.
-        self._count_message = self.metrics.messages.inc
+        self._topics: dict[str, tuple[str, str]] = {}
+        # Looked up once: this runs for every message.
         self._observe_lag = self.metrics.lag.observe
 
     # --- the hot path ---------------------------------------------------------------
 
-    async def handle_message(
+    def handle_message(
         self, topic: str, payload: bytes, received_at: float | None = None
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """``handle`` plus writing the incident changes: returns the write to await, or
+        None when the message changed nothing (nearly always)."""
         transitions = self.handle(
             topic, payload, self.clock() if received_at is None else received_at
         )
         if transitions:
-            await self.incidents.apply(transitions)
+            return self.incidents.apply(transitions)
+        return None
 
     def handle(self, topic: str, payload: bytes | str, received_at: float) -> list[Transition]:
-        self._count_message()
+        self.metrics.received += 1
         try:
-            component, kind = parse_topic(topic, self.config.mqtt.topic_prefix, self.config.site)
+            parsed = self._topics.get(topic)
+            if parsed is None:
+                parsed = parse_topic(topic, self.config.mqtt.topic_prefix, self.config.site)
+                if len(self._topics) < TOPIC_CACHE_SIZE:
+                    self._topics[topic] = parsed
+            component, kind = parsed
             if kind == "metrics":
                 measurements = self.parser.parse_metrics(component, payload, received_at)
             else:
@@ -170,8 +202,12 @@ class Pipeline:
             state.seats_fallback,
             self.window_label,
         )
-        state.loss_gauge.set(assessment.loss)
-        state.severity_gauge.set(assessment.severity)
+        if assessment.loss != state.last_loss:
+            state.last_loss = assessment.loss
+            state.loss_gauge.set(assessment.loss)
+        if assessment.severity != state.last_severity:
+            state.last_severity = assessment.severity
+            state.severity_gauge.set(assessment.severity)
         return self.incidents.observe(m.component, assessment, m.received_at)
 
     # --- helpers --------------------------------------------------------------------

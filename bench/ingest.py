@@ -1,0 +1,432 @@
+"""The core loop's throughput, memory and latency, each beside its baseline.
+
+1. Drain: 200,000 QoS 1 messages are pre-loaded into two persistent sessions on a
+   Mosquitto of the bench's own (one publish pass, the broker queues a copy for each
+   session). Then, in the same run, a bare aiomqtt loop that only receives drains
+   one session, and ccwatch's MQTT source + pipeline (parse -> window -> classify ->
+   lifecycle -> SQLite for incident changes, ack after processing) drains the other.
+   Prints both rates and the ratio (target: pipeline >= 90 % of the bare loop).
+2. Memory: 1,000,000 messages over 1,000 components fed to the pipeline in-process
+   (no broker: this measures ccwatch's own state, not socket buffers). Prints the RSS
+   at 500k and 1M (target < 80 MB, flat between the two) and the in-process rate.
+3. Latency: ccwatch connected to the broker with open_after 0 while another process
+   publishes 1,000 msg/s of background traffic; a probe publishes a critical payload
+   for a fresh component every 50 ms and times publish -> incident committed in SQLite.
+   Prints p50/p99 (target p99 < 50 ms) beside the same probe with no background load.
+
+    .venv/bin/python bench/ingest.py [--messages 200000] [--memory-messages 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from ccwatch.config import Config
+from ccwatch.incidents.model import Incident
+from ccwatch.incidents.service import IncidentService
+from ccwatch.incidents.store import StateStore
+from ccwatch.ingest.mqtt import MqttSource
+from ccwatch.ingest.pipeline import Pipeline
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+STANDARD = ("acd", "ivr", "dialer", "voice_logger", "reports")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Broker:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 1000000\n"
+            "max_queued_bytes 0\n"
+            "log_dest none\n"
+        )
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def make_config(workdir: Path, port: int, components: list[str], **classification: Any) -> Config:
+    return Config.model_validate(
+        {
+            "site": "blr1",
+            "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "bench-pipeline"},
+            "state": {"path": str(workdir / f"state-{time.monotonic_ns()}.db")},
+            "components": {name: {"seats": 100} for name in components},
+            "classification": {"open_after": "30s", "resolve_after": "5m", **classification},
+        }
+    )
+
+
+def payload(i: int, ts: float, unable: int = 0) -> bytes:
+    """A realistic ACD-style report (about 230 bytes)."""
+    return json.dumps(
+        {
+            "ts": round(ts, 3),
+            "interval_s": 10,
+            "seats": 100,
+            "agents_logged_in": 98,
+            "agents_expected": 98,
+            "agents_unable_to_login": 0,
+            "agents_unable_to_take_calls": unable,
+            "calls_offered": 40 + i % 7,
+            "calls_rejected": 1 if i % 500 == 0 else 0,
+            "up": True,
+        }
+    ).encode()
+
+
+def paho_client(
+    port: int, client_id: str = "", clean: bool = True, inflight: int = 20
+) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    client.max_inflight_messages_set(inflight)
+    connected = threading.Event()
+    client.on_connect = lambda *args: connected.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not connected.wait(10):
+        raise RuntimeError("cannot connect to the bench broker")
+    return client
+
+
+# --- 1. drain ---------------------------------------------------------------------------
+
+
+def preload(port: int, count: int, session_ids: list[str]) -> float:
+    for session_id in session_ids:
+        client = paho_client(port, session_id, clean=False)
+        client.subscribe("cc/blr1/+/metrics", qos=1)
+        time.sleep(0.3)
+        client.loop_stop()
+        client.disconnect()
+    publisher = paho_client(port, inflight=2000)
+    started = time.perf_counter()
+    now = time.time()
+    info = None
+    for i in range(count):
+        component = STANDARD[i % len(STANDARD)]
+        # One ACD outage in the middle, so the lifecycle and the store do real work.
+        unable = 23 if component == "acd" and count // 3 <= i < count // 2 else 0
+        info = publisher.publish(f"cc/blr1/{component}/metrics", payload(i, now, unable), qos=1)
+        if i % 5000 == 4999:
+            info.wait_for_publish(60)
+    assert info is not None
+    info.wait_for_publish(120)
+    elapsed = time.perf_counter() - started
+    publisher.loop_stop()
+    publisher.disconnect()
+    return elapsed
+
+
+async def drain_bare(port: int, count: int) -> float:
+    received = 0
+    started = 0.0
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-bare", clean_session=False
+    ) as client:
+        await client.subscribe("cc/blr1/+/metrics", qos=1)
+        async for _message in client.messages:
+            if received == 0:
+                started = time.perf_counter()
+            received += 1
+            if received == count:
+                break
+    return time.perf_counter() - started
+
+
+async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, Any]]:
+    registry = CollectorRegistry()
+    store = StateStore.open(config.state.path)
+    service = IncidentService(store, config, registry)
+    service.load_sync()
+    pipeline = Pipeline(config, service, registry)
+    done = asyncio.Event()
+    received = 0
+    started = 0.0
+    finished = 0.0
+
+    async def handler(topic: str, body: bytes, received_at: float) -> None:
+        nonlocal received, started, finished
+        if received == 0:
+            started = time.perf_counter()
+        pending = pipeline.handle_message(topic, body, received_at)
+        if pending is not None:
+            await pending
+        received += 1
+        if received == count:
+            finished = time.perf_counter()
+            done.set()
+
+    source = MqttSource(config, handler, registry)
+    task = asyncio.create_task(source.run())
+    await done.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    incidents = store.run_sync(
+        lambda conn: conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+    )
+    stats = {
+        "incidents": incidents,
+        "dropped": registry.get_sample_value(
+            "ccwatch_ingest_dropped_total", {"reason": "queue_full"}
+        ),
+        "rejected": sum(
+            s.value
+            for m in registry.collect()
+            if m.name == "ccwatch_ingest_rejected"
+            for s in m.samples
+            if s.name.endswith("_total")
+        ),
+    }
+    store.close()
+    return finished - started, stats
+
+
+def bench_drain(workdir: Path, count: int) -> None:
+    broker = Broker(workdir)
+    try:
+        config = make_config(workdir, broker.port, list(STANDARD), open_after="0s")
+        publish_seconds = preload(broker.port, count, ["bench-bare", config.mqtt_client_id])
+        print(f"pre-loaded {count:,} QoS 1 messages into 2 sessions in {publish_seconds:.1f} s")
+        bare = asyncio.run(drain_bare(broker.port, count))
+        pipe, stats = asyncio.run(drain_pipeline(config, count))
+    finally:
+        broker.stop()
+    bare_rate, pipe_rate = count / bare, count / pipe
+    print(f"  bare aiomqtt receive loop : {bare_rate:>9,.0f} msg/s  ({bare:.2f} s)")
+    print(
+        f"  ccwatch pipeline          : {pipe_rate:>9,.0f} msg/s  ({pipe:.2f} s; "
+        f"{stats['incidents']} incident(s), {stats['rejected']:.0f} rejected, "
+        f"{stats['dropped']:.0f} dropped)"
+    )
+    print(f"  ratio pipeline/bare       : {pipe_rate / bare_rate * 100:.1f} %   (target >= 90 %)")
+
+
+# --- 2. memory ----------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def bench_memory(workdir: Path, count: int, components: int = 1000) -> None:
+    names = [f"c{i:04d}" for i in range(components)]
+    config = make_config(workdir, 1, names, open_after="0s", resolve_after="60s")
+    registry = CollectorRegistry()
+    store = StateStore.open(config.state.path)
+    service = IncidentService(store, config, registry)
+    service.load_sync()
+    pipeline = Pipeline(config, service, registry)
+    topics = [f"cc/blr1/{name}/metrics" for name in names]
+    base = time.time() - count * 0.001
+    gc.collect()
+    before = rss_mb()
+    samples: dict[int, float] = {}
+
+    async def feed() -> float:
+        started = time.perf_counter()
+        for i in range(count):
+            now = base + i * 0.001  # a simulated 1,000 msg/s, so windows and holds move
+            component = i % components
+            # Every 50th component has an outage for a while: incidents open and resolve.
+            phase = (i // 100_000) % 2
+            unable = 23 if component % 50 == 0 and phase == 1 else 0
+            transitions = pipeline.handle(topics[component], payload(i, now, unable), now)
+            if transitions:
+                await service.apply(transitions)
+            if i + 1 in (count // 2, count):
+                gc.collect()
+                samples[i + 1] = rss_mb()
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(feed())
+    incidents = store.run_sync(
+        lambda conn: conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+    )
+    store.close()
+    half, full = samples[count // 2], samples[count]
+    print(
+        f"  RSS before {before:.1f} MB, after {count // 2:,}: {half:.1f} MB, after {count:,}: "
+        f"{full:.1f} MB (growth {full - half:+.1f} MB; target < 80 MB and flat)"
+    )
+    print(
+        f"  in-process pipeline rate  : {count / elapsed:>9,.0f} msg/s over {components:,} "
+        f"components ({incidents} incidents written)"
+    )
+
+
+# --- 3. latency ----------------------------------------------------------------------------
+
+BACKGROUND = """
+import json, sys, time, threading
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+port, rate = int(sys.argv[1]), float(sys.argv[2])
+client = paho.Client(CallbackAPIVersion.VERSION2)
+client.connect("127.0.0.1", port)
+client.loop_start()
+components = ["acd", "ivr", "dialer", "voice_logger", "reports"]
+body = json.dumps({"seats": 100, "agents_logged_in": 98, "agents_expected": 98,
+                   "agents_unable_to_take_calls": 0, "calls_offered": 40, "calls_rejected": 0,
+                   "up": True})
+start = time.perf_counter()
+i = 0
+while True:
+    client.publish(f"cc/blr1/{components[i % 5]}/metrics", body, qos=1)
+    i += 1
+    delay = start + i / rate - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+"""
+
+
+async def probe_latency(config: Config, probes: int, probe_port: int) -> list[float]:
+    registry = CollectorRegistry()
+    store = StateStore.open(config.state.path)
+    service = IncidentService(store, config, registry)
+    service.load_sync()
+    pipeline = Pipeline(config, service, registry)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    all_done = asyncio.Event()
+
+    def on_change(incident: Incident, change: str) -> None:
+        if change == "opened" and incident.component in sent:
+            latencies.append(time.perf_counter() - sent.pop(incident.component))
+            if len(latencies) == probes:
+                all_done.set()
+
+    service.add_listener(on_change)
+    source = MqttSource(config, pipeline.handle_message, registry)
+    task = asyncio.create_task(source.run())
+    while source.connections == 0:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    publisher = paho_client(probe_port)
+    body = json.dumps({"seats": 100, "agents_unable_to_take_calls": 23, "up": True})
+
+    def publish_probes() -> None:
+        for i in range(probes):
+            component = f"p{i:04d}"
+            sent[component] = time.perf_counter()
+            publisher.publish(f"cc/blr1/{component}/metrics", body, qos=1)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=publish_probes, daemon=True)
+    thread.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_done.wait(), timeout=probes * 0.05 + 30)
+    thread.join()
+    publisher.loop_stop()
+    publisher.disconnect()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    store.close()
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bench_latency(workdir: Path, probes: int, rate: float) -> None:
+    broker = Broker(workdir)
+    names = [*STANDARD, *(f"p{i:04d}" for i in range(probes))]
+    try:
+        for label, load in (("no background load", 0.0), (f"{rate:,.0f} msg/s background", rate)):
+            background = None
+            if load:
+                background = subprocess.Popen(
+                    [sys.executable, "-c", BACKGROUND, str(broker.port), str(load)]
+                )
+                time.sleep(1.0)
+            config = make_config(workdir, broker.port, names, open_after="0s")
+            config = config.model_copy(
+                update={"mqtt": config.mqtt.model_copy(update={"client_id": f"bench-lat-{load:g}"})}
+            )
+            latencies = asyncio.run(probe_latency(config, probes, broker.port))
+            if background is not None:
+                background.terminate()
+                background.wait(10)
+            ms = [v * 1000 for v in latencies]
+            print(
+                f"  {label:<26}: p50 {percentile(ms, 0.5):6.1f} ms  "
+                f"p99 {percentile(ms, 0.99):6.1f} ms  max {max(ms):6.1f} ms  ({len(ms)}/{probes} probes; target p99 < 50 ms)"
+            )
+    finally:
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--memory-messages", type=int, default=1_000_000)
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--only", choices=["drain", "memory", "latency"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("ccwatch").setLevel(logging.WARNING)
+    print(f"ccwatch ingest bench, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="ccwatch-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "drain"):
+            print(f"1. drain {args.messages:,} pre-loaded QoS 1 messages (same run, same broker)")
+            bench_drain(workdir, args.messages)
+        if args.only in (None, "memory"):
+            print(f"2. memory: {args.memory_messages:,} messages over 1,000 components, in-process")
+            bench_memory(workdir, args.memory_messages)
+        if args.only in (None, "latency"):
+            print(f"3. publish -> incident committed, open_after 0, {args.probes} probes")
+            bench_latency(workdir, args.probes, args.rate)
+
+
+if __name__ == "__main__":
+    main()
