@@ -3,12 +3,14 @@
 ``-c/--config`` is resolved as: the option, else ``$CCWATCH_CONFIG``, else
 ./config.yaml, else /etc/ccwatch/config.yaml. Exit codes: 0 success, 1 a run-time
 failure, 2 an invalid config or usage error. Feature commands live beside their feature
-and are registered at the bottom of this module.
+and are listed in ``LAZY_COMMANDS``, imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -37,7 +39,48 @@ class CliContext:
 pass_context = click.make_pass_decorator(CliContext)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _incidents_with_ack() -> click.Command:
+    from ccwatch.incidents.cli import incidents
+    from ccwatch.tickets.cli import ack_command
+
+    incidents.add_command(ack_command)
+    return incidents
+
+
+# Feature verbs, loaded only when used: `ccwatch check-config` or `incidents list` should
+# not pay for importing the HTTP client, PostgreSQL driver and every check type.
+LAZY_COMMANDS: dict[str, tuple[str, str] | Callable[[], click.Command]] = {
+    "checklist": ("ccwatch.checklists.cli", "checklist_group"),
+    "classify": ("ccwatch.incidents.cli", "classify"),
+    "incidents": _incidents_with_ack,
+    "retention": ("ccwatch.retention.cli", "retention"),
+    "simulate": ("ccwatch.ingest.simulate", "simulate"),
+    "tickets": ("ccwatch.tickets.cli", "tickets_group"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose feature subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        target = LAZY_COMMANDS[cmd_name]
+        if callable(target):
+            command = target()
+        else:
+            module_name, attribute = target
+            command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -95,25 +138,6 @@ def version() -> None:
 def main() -> None:
     cli(prog_name="ccwatch")
 
-
-# Feature commands register below (one line each).
-from ccwatch.retention.cli import retention as retention_group  # noqa: E402
-
-cli.add_command(retention_group)
-from ccwatch.checklists.cli import checklist_group  # noqa: E402
-
-cli.add_command(checklist_group)
-from ccwatch.incidents.cli import classify as classify_command  # noqa: E402
-from ccwatch.incidents.cli import incidents as incidents_group  # noqa: E402
-from ccwatch.ingest.simulate import simulate as simulate_command  # noqa: E402
-
-cli.add_command(classify_command)
-cli.add_command(incidents_group)
-cli.add_command(simulate_command)
-from ccwatch.tickets.cli import ack_command, tickets_group  # noqa: E402
-
-incidents_group.add_command(ack_command)
-cli.add_command(tickets_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

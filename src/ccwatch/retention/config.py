@@ -8,7 +8,8 @@ exist is checked by the job when it connects (``RetentionError`` naming them).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
+from ccwatch.configbase import SecretEnv, SecretFile, StrictModel, read_secret
 from ccwatch.durations import Duration
+from ccwatch.errors import RetentionError
 
 DEFAULT_MIN_KEEP_DAYS = 30
 
@@ -255,3 +257,22 @@ class RetentionConfig(StrictModel):
     @property
     def enabled_databases(self) -> list[RetentionDatabase]:
         return [database for database in self.databases if database.enabled]
+
+
+Clock = Callable[[], datetime]
+"""What a retention run reads the time from (tests pass a fixed or moving one)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def resolve_dsn(database: RetentionDatabase) -> str:
+    """The database's DSN (inline, or read from its env variable or file)."""
+    if database.dsn is not None:
+        return database.dsn
+    dsn = read_secret(database.dsn_env, database.dsn_file)
+    if not dsn:
+        source = database.dsn_env or str(database.dsn_file)
+        raise RetentionError(f"{database.name}: the DSN in {source} is not set or empty")
+    return dsn

@@ -18,9 +18,8 @@ from prometheus_client import CollectorRegistry
 from ccwatch.errors import RetentionError
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.metrics import shared_metrics
-from ccwatch.retention.config import RetentionConfig, RetentionDatabase
+from ccwatch.retention.config import Clock, RetentionConfig, RetentionDatabase, utc_now
 from ccwatch.retention.metrics import RetentionMetrics
-from ccwatch.retention.postgres import Clock, PostgresRetention, utc_now
 from ccwatch.retention.report import DatabaseReport, RunReport
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
@@ -67,6 +66,9 @@ class RetentionJob:
         database: str | None = None,
         ignore_window: bool = False,
     ) -> RunReport:
+        # Deferred: the daemon and the CLI load libpq only when a database is cleaned.
+        from ccwatch.retention.postgres import PostgresRetention
+
         report = RunReport()
         for entry in self.databases(database):
             cleaner = PostgresRetention(entry, self.config, metrics=self.metrics, clock=self.clock)

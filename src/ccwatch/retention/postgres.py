@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,18 +48,22 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ccwatch.configbase import read_secret
 from ccwatch.errors import RetentionError
 from ccwatch.redact import Redactor
-from ccwatch.retention.config import RetentionConfig, RetentionDatabase, RetentionTable
+from ccwatch.retention.config import (
+    Clock,
+    RetentionConfig,
+    RetentionDatabase,
+    RetentionTable,
+    resolve_dsn,
+    utc_now,
+)
 from ccwatch.retention.metrics import RetentionMetrics
 from ccwatch.retention.report import DatabaseReport, TableReport
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
-
 # Column types a cutoff can be compared with, and how to spell them in a CAST.
 TIMESTAMP_TYPES = {
     "timestamp with time zone": sql.SQL("timestamptz"),
@@ -73,20 +77,6 @@ RETRYABLE = (
     pg_errors.SerializationFailure,
 )
 _RANGE_BOUND = re.compile(r"^FOR VALUES FROM \((?P<lower>.*)\) TO \((?P<upper>.*)\)$", re.S)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def resolve_dsn(database: RetentionDatabase) -> str:
-    if database.dsn is not None:
-        return database.dsn
-    dsn = read_secret(database.dsn_env, database.dsn_file)
-    if not dsn:
-        source = database.dsn_env or str(database.dsn_file)
-        raise RetentionError(f"{database.name}: the DSN in {source} is not set or empty")
-    return dsn
 
 
 @dataclass(frozen=True)

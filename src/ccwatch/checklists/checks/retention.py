@@ -23,8 +23,7 @@ from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
 from ccwatch.durations import Duration, format_duration
 from ccwatch.errors import RetentionError
-from ccwatch.retention.config import RetentionTable
-from ccwatch.retention.postgres import resolve_dsn
+from ccwatch.retention.config import RetentionTable, resolve_dsn
 
 
 class RetentionParams(StrictModel):
