@@ -10,8 +10,6 @@ from __future__ import annotations
 import ssl
 from email.message import EmailMessage
 
-import aiosmtplib
-
 from ccwatch.config import EmailConfig
 from ccwatch.configbase import read_secret
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
@@ -23,6 +21,9 @@ async def send_email(
     """Send ``message`` (From defaults to ``email.from``; To must be set by the caller)."""
     if "From" not in message:
         message["From"] = config.from_address
+    # Deferred: most runs of the daemon send no mail, and the SMTP client is not small.
+    import aiosmtplib
+
     password = read_secret(config.password_env, config.password_file)
     try:
         await aiosmtplib.send(
