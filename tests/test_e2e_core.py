@@ -286,3 +286,67 @@ def test_malformed_payloads_are_counted_by_reason_and_change_nothing(
         "3 of 100 agents cannot take calls (3.0%)",
     )
     assert daemon.process is not None and daemon.process.poll() is None
+
+
+def test_broker_restart_reconnects_and_resubscribes(
+    tmp_path: Path, mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    daemon = daemon_factory(core_config(tmp_path, mosquitto))
+    daemon.wait_http("/readyz")
+    assert metric(daemon, "ccwatch_mqtt_connected") == 1
+    mosquitto.stop()
+    wait_until(lambda: metric(daemon, "ccwatch_mqtt_connected") == 0)
+    assert daemon.get("/readyz").status_code == 503
+    mosquitto.start()
+    daemon.wait_http("/readyz", timeout=20)
+    reconnects = metric(daemon, "ccwatch_mqtt_reconnects_total")
+    assert reconnects is not None and reconnects >= 1
+    publisher = Publisher(mosquitto)
+    try:
+        publisher.send("ivr", b"offline", kind="status")
+        down = until_incident(daemon, "ivr", lambda i: True)
+        assert (down["severity"], down["impact"]) == ("critical", "ivr is down (100.0%)")
+    finally:
+        publisher.close()
+
+
+def test_simulate_fast_scenario_opens_and_resolves_the_story(
+    tmp_path: Path, mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    config = core_config(tmp_path, mosquitto)
+    config["classification"] = {**FAST_HOLDS, "window": "3s", "stale_after": "5s"}
+    daemon = daemon_factory(config)
+    daemon.wait_http("/readyz")
+    simulated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccwatch.cli",
+            "-c",
+            str(daemon.config_path),
+            "simulate",
+            "--scenario",
+            "fast",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "ACD outage" in simulated.stdout and "done" in simulated.stdout
+
+    def story() -> dict[str, dict[str, Any]] | None:
+        found = {i["component"]: i for i in incidents(daemon) if i["kind"] == "production_loss"}
+        if {"acd", "dialer"} <= set(found) and all(
+            found[c]["state"] == "resolved" for c in ("acd", "dialer")
+        ):
+            return found
+        return None
+
+    found = wait_until(story, timeout=20)
+    assert set(found) == {"acd", "dialer"}, "normal traffic must not open anything"
+    assert (found["acd"]["severity"], found["acd"]["impact"]) == (
+        "critical",
+        "23 of 100 agents cannot take calls (23.0%)",
+    )
+    assert found["dialer"]["severity"] == "major" and "calls rejected" in found["dialer"]["impact"]

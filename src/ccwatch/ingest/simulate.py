@@ -5,7 +5,7 @@ For a new user to watch incidents open and resolve with the shipped config. The
 (critical, P1); recovery (resolves after ``resolve_after``); the dialer rejecting 12 %
 of its calls (major, P2); recovery. ccwatch's holds run on its own clock, so each phase
 lasts longer than the shipped holds (open_after 30 s, resolve_after 5 min): the day
-takes about 17 minutes. ``fast`` runs the same story in about 20 s for a config with
+takes about 17 minutes. ``fast`` runs the same story in about 25 s for a config with
 short holds and window (``open_after: 0s``, ``resolve_after: 2s``, ``window: 3s``),
 which the tests use.
 ``--speed`` divides the phase lengths (holds must then be shortened to match).
@@ -57,7 +57,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ),
     "fast": Scenario(
-        "the same story in about 20 s, for a config with open_after 0s, resolve_after 2s"
+        "the same story in about 25 s, for a config with open_after 0s, resolve_after 2s"
         " and window 3s",
         interval=0.25,
         phases=(
@@ -65,7 +65,7 @@ SCENARIOS: dict[str, Scenario] = {
             Phase("ACD outage: 23 of 100 agents cannot take calls", 4, 23),
             Phase("ACD recovered", 5),
             Phase("dialer rejecting 12% of calls", 4, 0, 0.12),
-            Phase("dialer recovered", 5),
+            Phase("dialer recovered", 8),
         ),
     ),
 }
