@@ -398,7 +398,8 @@ def bench_latency(workdir: Path, probes: int, rate: float) -> None:
             ms = [v * 1000 for v in latencies]
             print(
                 f"  {label:<26}: p50 {percentile(ms, 0.5):6.1f} ms  "
-                f"p99 {percentile(ms, 0.99):6.1f} ms  max {max(ms):6.1f} ms  ({len(ms)}/{probes} probes; target p99 < 50 ms)"
+                f"p99 {percentile(ms, 0.99):6.1f} ms  max {max(ms):6.1f} ms  "
+                f"({len(ms)}/{probes} probes; target p99 < 50 ms)"
             )
     finally:
         broker.stop()
