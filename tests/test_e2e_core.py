@@ -127,6 +127,8 @@ def test_incident_opens_escalates_on_the_same_id_and_resolves_after_the_hold(
     assert critical["impact"] == "23 of 100 agents cannot take calls (23.0%)"
     assert metric(daemon, "ccwatch_component_severity", {"component": "acd"}) == 3
     assert metric(daemon, "ccwatch_incidents_open", {"severity": "critical"}) == 1
+    page = daemon.get("/").text
+    assert "Open incidents (1)" in page and "23 of 100 agents cannot take calls" in page
 
     # Recovery: clean data until the resolve hold has passed.
     def resolved() -> bool:
@@ -138,8 +140,9 @@ def test_incident_opens_escalates_on_the_same_id_and_resolves_after_the_hold(
     assert [e["change"] for e in detail["timeline"]] == ["opened", "escalated", "resolved"]
     assert detail["peak_loss"] == pytest.approx(0.23) and detail["resolved_at"]
     assert set(detail["sla"]) == {"first_response_due", "resolution_due", "rca_due"}
-    assert daemon.get("/api/incidents/no-such-id").status_code == 404
-    assert "acd" in daemon.get("/").text or "Open incidents" in daemon.get("/").text
+    missing = daemon.get("/api/incidents/no-such-id")
+    assert missing.status_code == 404 and "no incident" in missing.json()["error"]
+    assert "Open incidents</h2><p>None." in daemon.get("/").text
 
 
 def test_silence_puts_the_incident_in_nodata_and_raises_telemetry_lost(
