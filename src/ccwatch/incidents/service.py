@@ -23,13 +23,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.events import EventExtras
+from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.incidents.lifecycle import (
     Lifecycle,
     LifecycleSettings,
@@ -384,3 +385,8 @@ class IncidentService:
             written.impact,
         )
         self._committed(written, change)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the service keeps implementing the protocol jobs rely on.
+    _implements_external: type[ExternalIncidents] = IncidentService
