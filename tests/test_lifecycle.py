@@ -249,3 +249,15 @@ def check_transition(
     if transition.change == "de-escalated":
         start = now - resolve_after
         assert all(s <= incident.severity for t, s in seen if t > start)
+
+
+def test_a_recovering_incident_keeps_its_impact_until_and_after_it_resolves() -> None:
+    lc = machine(open_after=0, resolve_after=60)
+    lc.observe("acd", reading(CRITICAL), 0)
+    refreshed = lc.observe("acd", reading(NONE), 30)
+    assert [(t.change, t.incident.production_loss, t.incident.impact) for t in refreshed] == [
+        ("loss", 0.0, "critical impact")
+    ]
+    [resolved] = significant(lc.observe("acd", reading(NONE), 90))
+    assert (resolved.change, resolved.incident.impact) == ("resolved", "critical impact")
+    assert resolved.detail == "recovered: none impact"

@@ -312,10 +312,14 @@ class Lifecycle:
                 and observation.loss != incident.production_loss
                 and now - track.loss_written_at >= settings.loss_refresh
             ):
+                # The impact sentence follows only readings at the incident's own level:
+                # while a recovery waits out resolve_after, the incident still says what
+                # it is about rather than "no production loss".
+                same_level = observation.severity == incident.severity
                 track.incident = replace(
                     incident,
                     production_loss=observation.loss,
-                    impact=observation.impact,
+                    impact=observation.impact if same_level else incident.impact,
                     metrics=observation.metrics,
                     updated_at=now,
                 )
