@@ -221,6 +221,7 @@ class Lifecycle:
         if self.telemetry_incident is not None:
             transitions.append(self._resolve_telemetry(now))
         track.last_data_at = now
+        previous = track.last_observation
         track.last_observation = observation
         if track.stale:
             track.stale = False
@@ -236,19 +237,22 @@ class Lifecycle:
                     Transition("data resumed", track.incident, now, incident.severity)
                 )
         severity = observation.severity
-        at_least, at_most = track.at_least_since, track.at_most_since
-        for level in (1, 2, 3):
-            if severity >= level:
-                if at_least[level] is None:
-                    at_least[level] = now
-            else:
-                at_least[level] = None
-        for level in (0, 1, 2):
-            if severity <= level:
-                if at_most[level] is None:
-                    at_most[level] = now
-            else:
-                at_most[level] = None
+        if previous is None or previous.severity != severity or not any(track.at_most_since):
+            # The hold start times only move when the severity changes (or after a gap
+            # reset them); the same severity again, the common case, leaves them be.
+            at_least, at_most = track.at_least_since, track.at_most_since
+            for level in (1, 2, 3):
+                if severity >= level:
+                    if at_least[level] is None:
+                        at_least[level] = now
+                else:
+                    at_least[level] = None
+            for level in (0, 1, 2):
+                if severity <= level:
+                    if at_most[level] is None:
+                        at_most[level] = now
+                else:
+                    at_most[level] = None
         incident = track.incident
         if incident is not None and (
             observation.loss > incident.peak_loss or observation.severity > incident.peak_severity

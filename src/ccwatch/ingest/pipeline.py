@@ -15,12 +15,14 @@ backlog adds up the same as the live stream did.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ccwatch.classify import ComponentWindow, Thresholds
@@ -53,12 +55,8 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
-        self.lag = Histogram(
-            "ccwatch_ingest_lag_seconds",
-            "Receive time minus the measurement's ts",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600),
-            registry=registry,
-        )
+        self.lag = _LagHistogram()
+        registry.register(self.lag)
         self.loss = Gauge(
             "ccwatch_component_production_loss_ratio",
             "Current production loss of a component (0..1)",
@@ -86,6 +84,41 @@ class _ReceivedCollector(Collector):
             "ccwatch_ingest_messages",
             "MQTT messages received on the metrics and status topics (accepted or not)",
             value=self.metrics.received,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
+class _LagHistogram(Collector):
+    """``ccwatch_ingest_lag_seconds``: receive time minus the measurement's ``ts``.
+
+    A plain list of bucket counts instead of prometheus_client's Histogram, whose
+    observe() takes a lock and scans the buckets: this runs for every message, and both
+    observe() and the /metrics handler run on the event loop's thread, so no lock is
+    needed.
+    """
+
+    BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 3600.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.BUCKETS, math.inf), self.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "ccwatch_ingest_lag_seconds",
+            "Receive time minus the measurement's ts",
+            buckets=buckets,
+            sum_value=self.sum,
         )
 
     def describe(self) -> Iterable[Metric]:
