@@ -261,3 +261,17 @@ def test_a_recovering_incident_keeps_its_impact_until_and_after_it_resolves() ->
     [resolved] = significant(lc.observe("acd", reading(NONE), 90))
     assert (resolved.change, resolved.incident.impact) == ("resolved", "critical impact")
     assert resolved.detail == "recovered: none impact"
+
+
+def test_a_de_escalated_incident_describes_its_new_level() -> None:
+    lc = machine(open_after=0, resolve_after=60)
+    lc.observe("acd", reading(CRITICAL), 0)
+    lc.observe("acd", reading(MINOR), 10)
+    [down] = significant(lc.observe("acd", reading(NONE), 75))
+    # The last minute never went above minor, the latest reading is clean: the incident
+    # is minor and says what the minor reading was.
+    assert (down.change, down.incident.severity, down.incident.impact) == (
+        "de-escalated",
+        MINOR,
+        "minor impact",
+    )

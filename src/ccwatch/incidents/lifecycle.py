@@ -140,11 +140,15 @@ class _Track:
     last_data_at: float | None = None
     stale: bool = False
     last_observation: Observation | None = None
+    # The latest reading at each severity, so an incident that settles on a level says
+    # what that level looked like even when the latest reading is above or below it.
+    last_at_level: list[Observation | None] = field(default_factory=lambda: [None] * 4)
     loss_written_at: float = 0.0
 
     def reset_holds(self) -> None:
         self.at_least_since = [None] * 4
         self.at_most_since = [None] * 4
+        self.last_at_level = [None] * 4
 
 
 def new_incident_id() -> str:
@@ -223,6 +227,7 @@ class Lifecycle:
         track.last_data_at = now
         previous = track.last_observation
         track.last_observation = observation
+        track.last_at_level[observation.severity] = observation
         if track.stale:
             track.stale = False
             track.reset_holds()
@@ -331,6 +336,7 @@ class Lifecycle:
                 transitions.append(Transition("loss", track.incident, now, current))
             return
         track.loss_written_at = now
+        described = track.last_at_level[target] or observation
         if incident is None:
             track.incident = ActiveIncident(
                 id=self._new_id(),
@@ -342,7 +348,7 @@ class Lifecycle:
                 production_loss=observation.loss,
                 peak_loss=observation.loss,
                 peak_severity=target,
-                impact=observation.impact,
+                impact=described.impact,
                 opened_at=now,
                 updated_at=now,
                 metrics=observation.metrics,
@@ -371,7 +377,7 @@ class Lifecycle:
             production_loss=observation.loss,
             peak_loss=max(incident.peak_loss, observation.loss),
             peak_severity=max(incident.peak_severity, target),
-            impact=observation.impact,
+            impact=described.impact,
             metrics=observation.metrics,
             updated_at=now,
         )
