@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ccwatch.checklists.definition import Checklist, load_checklists
+from ccwatch.cliopts import format_option
 from ccwatch.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
@@ -47,14 +48,7 @@ def _select(context: CliContext, name: str | None) -> tuple[object, list[Checkli
 @checklist_group.command("run")
 @click.argument("name", required=False)
 @click.option("--email", "send", is_flag=True, help="Also e-mail the report (email: section).")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Report format on stdout.",
-)
+@format_option()
 @click.pass_obj
 def run_command(context: CliContext, name: str | None, send: bool, output_format: str) -> None:
     """Run checklist NAME (default: every checklist) now and print the report.

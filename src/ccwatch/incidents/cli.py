@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from ccwatch.classify import Thresholds, assess
+from ccwatch.cliopts import format_option
 from ccwatch.config import ClassificationConfig, Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
@@ -54,7 +55,7 @@ def _load_config_if_present() -> Config | None:
 @click.option("--calls-rejected", type=float, help="Calls rejected in the window.")
 @click.option("--down", is_flag=True, help="The component is down.")
 @click.option("--component", default="acd", show_default=True, help="Component name.")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@format_option("output")
 def classify(
     seats: float | None,
     unable_to_take_calls: float | None,
@@ -177,7 +178,7 @@ def incidents() -> None:
     help="Only incidents in this state (active: not resolved).",
 )
 @click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@format_option("output")
 def list_command(state: str | None, limit: int, output: str) -> None:
     """List incidents, newest first."""
     found = _with_store(lambda conn: repository.list_incidents(conn, state=state, limit=limit))
@@ -202,7 +203,7 @@ def list_command(state: str | None, limit: int, output: str) -> None:
 
 @incidents.command("show")
 @click.argument("incident_id")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@format_option("output")
 def show_command(incident_id: str, output: str) -> None:
     """Show one incident with its timeline (an id prefix of 6+ characters will do)."""
 

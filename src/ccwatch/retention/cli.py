@@ -12,6 +12,7 @@ from typing import Protocol
 
 import click
 
+from ccwatch.cliopts import format_option
 from ccwatch.config import Config
 from ccwatch.errors import RetentionError
 from ccwatch.retention.job import RetentionJob
@@ -33,13 +34,7 @@ def retention() -> None:
 @retention.command("run")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option("--database", "database", metavar="NAME", help="Only this database.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
+@format_option()
 @click.option(
     "--ignore-window",
     is_flag=True,

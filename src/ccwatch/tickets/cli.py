@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ccwatch.cliopts import format_option
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
@@ -96,7 +97,7 @@ def tickets_group() -> None:
 @click.option("--dead", is_flag=True, help="Only dead-lettered events (refused for good).")
 @click.option("--pending", is_flag=True, help="Only events still waiting to be delivered.")
 @click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@format_option("output")
 def list_command(
     incident_id: str | None, dead: bool, pending: bool, limit: int, output: str
 ) -> None:
