@@ -28,9 +28,9 @@ from ccwatch.incidents.store import StateStore, transaction
 def incident_change(connection: sqlite3.Connection, n: int) -> None:
     with transaction(connection):
         connection.execute(
-            "INSERT INTO incidents (id, site, component, severity, state, production_loss,"
-            " peak_loss, impact, opened_at, updated_at) VALUES (?, 's', ?, 3, 'resolved', 0.2,"
-            " 0.2, 'x', ?, ?)",
+            "INSERT INTO incidents (id, site, component, severity, peak_severity, state,"
+            " production_loss, peak_loss, impact, opened_at, updated_at)"
+            " VALUES (?, 's', ?, 3, 3, 'resolved', 0.2, 0.2, 'x', ?, ?)",
             (f"i{n}", f"c{n}", time.time(), time.time()),
         )
         connection.execute(
