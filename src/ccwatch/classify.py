@@ -180,18 +180,8 @@ def assess_measures(
         and rejected / offered > best_loss
     ):
         best_loss, best_cause = rejected / offered, "rejected"
-    if best_loss > 1.0:
-        best_loss = 1.0
-    if best_loss >= thresholds.critical_at:
-        severity = Severity.CRITICAL
-    elif best_loss > thresholds.major_above:
-        severity = Severity.MAJOR
-    elif best_loss > 0:
-        severity = Severity.MINOR
-    else:
-        severity = Severity.NONE
-    if severity > max_severity:
-        severity = max_severity
+    best_loss = min(best_loss, 1.0)
+    severity = severity_for(best_loss, thresholds, max_severity)
     return Assessment(component, best_loss, severity, best_cause, measures, window_label)
 
 
