@@ -344,7 +344,8 @@ class PostgresRetention:
     async def _has_leading_index(
         self, conn: psycopg.AsyncConnection[Any], oid: int, column: str
     ) -> bool:
-        cursor = await conn.execute(
+        return await _fetch_flag(
+            conn,
             """
             SELECT EXISTS (
                 SELECT 1 FROM pg_index i
@@ -353,8 +354,6 @@ class PostgresRetention:
             """,
             (oid, column),
         )
-        row = await cursor.fetchone()
-        return bool(row and row[0])
 
     async def _children(
         self, conn: psycopg.AsyncConnection[Any], parent: Relation, plan: TablePlan
@@ -380,7 +379,8 @@ class PostgresRetention:
     async def _range_key_is(
         self, conn: psycopg.AsyncConnection[Any], parent: Relation, column: str
     ) -> bool:
-        cursor = await conn.execute(
+        return await _fetch_flag(
+            conn,
             """
             SELECT p.partstrat = 'r' AND p.partnatts = 1 AND a.attname = %s
             FROM pg_partitioned_table p
@@ -389,8 +389,6 @@ class PostgresRetention:
             """,
             (column, parent.oid),
         )
-        row = await cursor.fetchone()
-        return bool(row and row[0])
 
     async def _entirely_older(
         self,
@@ -408,9 +406,7 @@ class PostgresRetention:
             return False  # MAXVALUE
         literal = upper[1:-1].replace("''", "'")
         query = sql.SQL("SELECT CAST(%s AS {}) <= %s").format(TIMESTAMP_TYPES[plan.column_type])
-        cursor = await conn.execute(query, (literal, cutoff))
-        row = await cursor.fetchone()
-        return bool(row and row[0])
+        return await _fetch_flag(conn, query, (literal, cutoff))
 
     # --- dry run ------------------------------------------------------------------------
 
@@ -802,11 +798,8 @@ class PostgresRetention:
         logger.info("retention dropped partition %s of %s", child.label, parent.label)
 
     async def _detach_pending(self, conn: psycopg.AsyncConnection[Any], child: Relation) -> bool:
-        cursor = await conn.execute(
-            "SELECT bool_or(inhdetachpending) FROM pg_inherits WHERE inhrelid = %s", (child.oid,)
-        )
-        row = await cursor.fetchone()
-        return bool(row and row[0])
+        query = "SELECT bool_or(inhdetachpending) FROM pg_inherits WHERE inhrelid = %s"
+        return await _fetch_flag(conn, query, (child.oid,))
 
     async def _vacuum(
         self, conn: psycopg.AsyncConnection[Any], relations: list[Relation], report: TableReport
@@ -888,3 +881,14 @@ def _csv_field(value: str) -> str:
     if any(ch in value for ch in ',"\n\r'):
         return '"' + value.replace('"', '""') + '"'
     return value
+
+
+async def _fetch_flag(
+    conn: psycopg.AsyncConnection[Any],
+    query: str | sql.Composed,
+    params: tuple[object, ...],
+) -> bool:
+    """The boolean first column of a one-row catalog probe (False when there is no row)."""
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    return bool(row and row[0])
