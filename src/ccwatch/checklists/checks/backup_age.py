@@ -15,7 +15,7 @@ from ccwatch.checklists.checks.base import (
     CheckType,
     format_age,
     format_bytes,
-    grade_high,
+    grade_age,
     run_blocking,
 )
 from ccwatch.checklists.checks.files import newest_match
@@ -53,11 +53,7 @@ async def run(params: BackupAgeParams, env: CheckEnv) -> Outcome:
         )
     path, stat = newest
     age = env.clock() - stat.st_mtime
-    status = grade_high(
-        age,
-        params.warn_age.total_seconds() if params.warn_age is not None else None,
-        params.fail_age.total_seconds(),
-    )
+    status = grade_age(age, params.warn_age, params.fail_age)
     return Outcome(
         status,
         f"{path.name} ({format_bytes(stat.st_size)}) is {format_age(age)} old",

@@ -20,6 +20,7 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import psutil
@@ -216,6 +217,12 @@ def grade_high(value: float, warn_above: float | None, fail_above: float | None)
     if warn_above is not None and value > warn_above:
         return Status.WARN
     return Status.OK
+
+
+def grade_age(age_seconds: float, warn_age: timedelta | None, fail_age: timedelta) -> Status:
+    """``grade_high`` for a file's age against the check's ``warn_age`` / ``fail_age``."""
+    warn = warn_age.total_seconds() if warn_age is not None else None
+    return grade_high(age_seconds, warn, fail_age.total_seconds())
 
 
 def grade_low(value: float, warn_below: float | None, fail_below: float | None) -> Status:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age, grade_high, run_blocking
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age, grade_age, run_blocking
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
@@ -33,11 +33,7 @@ async def run(params: FileAgeParams, env: CheckEnv) -> Outcome:
             f"check that {writer} runs and logs to {params.path}",
         )
     age = env.clock() - stat.st_mtime
-    status = grade_high(
-        age,
-        params.warn_age.total_seconds() if params.warn_age is not None else None,
-        params.fail_age.total_seconds(),
-    )
+    status = grade_age(age, params.warn_age, params.fail_age)
     return Outcome(
         status,
         f"last written {format_age(age)} ago",
