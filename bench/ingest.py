@@ -45,10 +45,9 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from ccwatch.compose import build_incident_service, open_state
 from ccwatch.config import Config
 from ccwatch.incidents.model import Incident
-from ccwatch.incidents.service import IncidentService
-from ccwatch.incidents.store import StateStore
 from ccwatch.ingest.mqtt import MqttSource
 from ccwatch.ingest.pipeline import Pipeline
 
@@ -179,9 +178,8 @@ async def drain_bare(port: int, count: int, session: str) -> float:
 
 async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, Any]]:
     registry = CollectorRegistry()
-    store = StateStore.open(config.state.path)
-    service = IncidentService(store, config, registry)
-    service.load_sync()
+    store = open_state(config.state.path)
+    service = build_incident_service(config, store, registry)
     pipeline = Pipeline(config, service, registry)
     done = asyncio.Event()
     received = 0
@@ -282,9 +280,8 @@ def bench_memory(workdir: Path, count: int, components: int = 1000) -> None:
     names = [f"c{i:04d}" for i in range(components)]
     config = make_config(workdir, 1, names, open_after="0s", resolve_after="60s")
     registry = CollectorRegistry()
-    store = StateStore.open(config.state.path)
-    service = IncidentService(store, config, registry)
-    service.load_sync()
+    store = open_state(config.state.path)
+    service = build_incident_service(config, store, registry)
     pipeline = Pipeline(config, service, registry)
     topics = [f"cc/blr1/{name}/metrics" for name in names]
     base = time.time() - count * 0.001
@@ -351,9 +348,8 @@ while True:
 
 async def probe_latency(config: Config, probes: int, probe_port: int) -> list[float]:
     registry = CollectorRegistry()
-    store = StateStore.open(config.state.path)
-    service = IncidentService(store, config, registry)
-    service.load_sync()
+    store = open_state(config.state.path)
+    service = build_incident_service(config, store, registry)
     pipeline = Pipeline(config, service, registry)
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -365,7 +361,7 @@ async def probe_latency(config: Config, probes: int, probe_port: int) -> list[fl
             if len(latencies) == probes:
                 all_done.set()
 
-    service.add_listener(on_change)
+    service.on_change = on_change
     source = MqttSource(config, pipeline.handle_message, registry)
     task = asyncio.create_task(source.run())
     while source.connections == 0:

@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from ccwatch.incidents.store import StateStore, transaction
+from ccwatch.compose import open_state
+from ccwatch.state import transaction
 
 
 def incident_change(connection: sqlite3.Connection, n: int) -> None:
@@ -78,7 +79,7 @@ async def measure(
 
 async def main_async(writes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        in_loop = StateStore.open(Path(tmp) / "a.db")
+        in_loop = open_state(Path(tmp) / "a.db")
         # Borrow the store's connection on the loop thread: what "keep it tiny, in-loop" means.
         raw = sqlite3.connect(Path(tmp) / "a.db", isolation_level=None)
         raw.execute("PRAGMA journal_mode=WAL")
@@ -87,7 +88,7 @@ async def main_async(writes: int) -> None:
         async def on_loop(n: int) -> None:
             incident_change(raw, n)
 
-        off_loop_store = StateStore.open(Path(tmp) / "b.db")
+        off_loop_store = open_state(Path(tmp) / "b.db")
 
         async def off_loop(n: int) -> None:
             await off_loop_store.run(lambda c: incident_change(c, n))

@@ -45,10 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.test_tickets_support import Received, Receiver, generic_body  # noqa: E402
 
+from ccwatch.compose import open_state  # noqa: E402
 from ccwatch.config import validate_data  # noqa: E402
-from ccwatch.incidents.store import StateStore, transaction  # noqa: E402
+from ccwatch.state import StateStore, transaction  # noqa: E402
 from ccwatch.tickets.adapters import AdapterContext, RecordingAdapter, WebhookAdapter  # noqa: E402
-from ccwatch.tickets.config import WebhookUpstream  # noqa: E402
+from ccwatch.tickets.adapters.webhook import WebhookUpstream  # noqa: E402
 from ccwatch.tickets.outbox import OutboxDispatcher  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -252,7 +253,7 @@ def drain_rate(workdir: Path, backlog: int) -> None:
     try:
         wait_port(port)
         webhook = validate_data(WebhookUpstream, {"type": "webhook", "url": url}, "bench")
-        store = StateStore.open(workdir / "drain-webhook.db")
+        store = open_state(workdir / "drain-webhook.db")
         fill_outbox(store, "webhook", backlog)
         webhook_rate = asyncio.run(
             drain(store, WebhookAdapter(webhook, AdapterContext("blr1")), backlog)
@@ -260,7 +261,7 @@ def drain_rate(workdir: Path, backlog: int) -> None:
         store.close()
         counted = httpx.get(f"http://127.0.0.1:{port}/count").json()
         assert counted["distinct"] == counted["requests"] == backlog, counted
-        store = StateStore.open(workdir / "drain-memory.db")
+        store = open_state(workdir / "drain-memory.db")
         fill_outbox(store, "recording", backlog)
         memory_rate = asyncio.run(drain(store, RecordingAdapter(name="recording"), backlog))
         store.close()

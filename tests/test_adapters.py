@@ -26,25 +26,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import CollectorRegistry
 
+from ccwatch.compose import open_state
 from ccwatch.config import EmailConfig, validate_data
 from ccwatch.errors import PermanentUpstreamError
-from ccwatch.incidents.store import StateStore
-from ccwatch.tickets.adapters import (
-    ADAPTERS,
-    AlertmanagerAdapter,
-    EmailAdapter,
-    PagerDutyAdapter,
-    TicketEvent,
-    build_adapters,
-)
+from ccwatch.tickets.adapters import ADAPTERS, TicketEvent, build_adapters
+from ccwatch.tickets.adapters.alertmanager import AlertmanagerAdapter, AlertmanagerUpstream
 from ccwatch.tickets.adapters.base import AdapterContext
-from ccwatch.tickets.adapters.email import message_id
-from ccwatch.tickets.config import (
-    AlertmanagerUpstream,
-    EmailUpstream,
-    PagerDutyUpstream,
-    TicketUpstream,
-)
+from ccwatch.tickets.adapters.email import EmailAdapter, EmailUpstream, message_id
+from ccwatch.tickets.adapters.pagerduty import PagerDutyAdapter, PagerDutyUpstream
+from ccwatch.tickets.config import TicketUpstream
 from ccwatch.tickets.outbox import OutboxDispatcher
 from tests.conftest import free_port, wait_for_port, wait_until
 from tests.test_tickets_support import FakeClock, Received, Receiver, Reply, enqueue, generic_body
@@ -136,7 +126,7 @@ def test_pagerduty_trigger_acknowledge_resolve_share_one_dedup_key(
         acked = "2026-11-23T10:20:00Z"  # the incident service's ack: an update at the ack time
         await adapter.deliver(
             event(
-                "inc-1", 3, "update", state="acknowledged", acknowledged_at=acked, updated_at=acked
+                "inc-1", 3, "acknowledge", state="acknowledged", acknowledged_at=acked, updated_at=acked
             )
         )
         await adapter.deliver(event("inc-1", 4, "resolve"))
@@ -174,7 +164,7 @@ def test_pagerduty_400_dead_letters_and_429_retries_through_the_outbox(
     pagerduty: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     adapter = pd_adapter(pagerduty.url + "/v2/wrong-path-is-404", monkeypatch)
-    store = StateStore.open(tmp_path / "state.db")
+    store = open_state(tmp_path / "state.db")
     clock = FakeClock()
     dispatcher = OutboxDispatcher(
         store, {"pagerduty": adapter}, registry=CollectorRegistry(), clock=clock

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ccwatch.incidents.store import StateStore, transaction
+from ccwatch.compose import open_state
+from ccwatch.state import transaction
 from tests.conftest import base_config, wait_until
 
 CHECKLIST = """
@@ -29,7 +30,7 @@ def test_daemon_catches_up_the_missed_checklist_and_exports_metrics(
     tmp_path: Path, daemon_factory: Callable[..., Any]
 ) -> None:
     state = tmp_path / "state.db"
-    store = StateStore.open(state)
+    store = open_state(state)
 
     def missed_two_mornings(connection: sqlite3.Connection) -> None:
         with transaction(connection):
@@ -64,7 +65,7 @@ def test_daemon_catches_up_the_missed_checklist_and_exports_metrics(
     )
     assert incident["impact"].startswith("daily check nothing_here failed: /nonexistent/")
     assert daemon.stop() == 0
-    reopened = StateStore.open(state)
+    reopened = open_state(state)
     try:
         runs = reopened.run_sync(
             lambda c: c.execute("SELECT checklist, trigger FROM checklist_runs").fetchall()

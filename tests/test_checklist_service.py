@@ -17,12 +17,13 @@ from ccwatch.checklists.checks.base import MemoryUse
 from ccwatch.checklists.definition import load_checklist_file
 from ccwatch.checklists.history import recent_runs
 from ccwatch.checklists.service import ChecklistService
+from ccwatch.compose import open_state
 from ccwatch.config import Config, EmailConfig
 from ccwatch.errors import TemporaryUpstreamError
 from ccwatch.incidents.external import RecordingIncidents
-from ccwatch.incidents.store import StateStore, transaction
 from ccwatch.scheduler import last_run_times, run_scheduler
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore, transaction
 from tests.test_checklist_support import NOW, config, write_checklist
 
 GIB = 1024**3
@@ -47,7 +48,7 @@ class Host:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path / "state.db")
+    opened = open_state(tmp_path / "state.db")
     yield opened
     opened.close()
 

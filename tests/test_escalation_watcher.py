@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ccwatch.compose import build_incident_service, open_state
 from ccwatch.config import Config
 from ccwatch.incidents import repository
+from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
-from ccwatch.incidents.store import StateStore
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore
 from ccwatch.tickets.diagnostics import HostProbe
-from ccwatch.tickets.service import SlaWatcher, TicketExtras
+from ccwatch.tickets.service import DiagnosticsGatherer, SlaWatcher
 from tests.test_tickets_support import FakeClock
 
 MONDAY_10 = datetime(2026, 11, 23, 10, tzinfo=UTC).timestamp()
@@ -53,9 +55,23 @@ Load = namedtuple("Load", "total available percent")
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path / "state.db")
+    opened = open_state(tmp_path / "state.db")
     yield opened
     opened.close()
+
+
+def watcher_for(
+    service: IncidentService, config: Config, registry: CollectorRegistry, clock: FakeClock
+) -> SlaWatcher:
+    return SlaWatcher(
+        service,
+        config.sla,
+        config.escalation,
+        registry,
+        upstreams={u.upstream_name for u in config.tickets if u.enabled},
+        email_relay=config.email is not None,
+        clock=clock,
+    )
 
 
 def outbox(store: StateStore) -> list[dict[str, Any]]:
@@ -79,16 +95,19 @@ def test_escalation_path_over_an_incident_life(store: StateStore, tmp_path: Path
     config = Config.model_validate(CONFIG)
     clock = FakeClock(MONDAY_10)
     registry = CollectorRegistry()
-    service = IncidentService(store, config, registry, clock=clock)
-    service.event_extras = TicketExtras(config)
-    service.load_sync()
     woken: list[int] = []
-    watcher = SlaWatcher(store, config, registry, clock, on_written=lambda: woken.append(1))
+
+    def on_change(incident: Incident, change: str) -> None:
+        if change == "sla_escalation":
+            woken.append(1)  # the dispatcher would be woken
+
+    service = build_incident_service(config, store, registry, clock=clock, on_change=on_change)
+    watcher = watcher_for(service, config, registry, clock)
 
     async def scenario() -> None:
         await service.report(
             component="acd",
-            kind="production_loss",
+            kind="checklist",
             severity=Severity.CRITICAL,
             impact="23 of 100 agents cannot take calls (23.0%)",
         )
@@ -109,7 +128,7 @@ def test_escalation_path_over_an_incident_life(store: StateStore, tmp_path: Path
 
         assert await watcher.evaluate(MONDAY_10 + 68 * MINUTE) == [f"{iid}:L1 support"]
         assert await watcher.evaluate(MONDAY_10 + 69 * MINUTE) == []  # sent once
-        restarted = SlaWatcher(store, config, registry, clock)
+        restarted = watcher_for(service, config, registry, clock)
         assert await restarted.evaluate(MONDAY_10 + 70 * MINUTE) == []  # also after a restart
 
         clock.now = MONDAY_10 + 80 * MINUTE
@@ -125,7 +144,7 @@ def test_escalation_path_over_an_incident_life(store: StateStore, tmp_path: Path
         assert sample("ccwatch_sla_breaches_total", breach) == 1  # counted once
 
         clock.now = MONDAY_10 + 8 * HOUR
-        await service.clear(component="acd", kind="production_loss")
+        await service.clear(component="acd", kind="checklist")
         # RCA: 72 h of 24x5 business time after the resolution -> Thursday 18:00.
         assert await watcher.evaluate(MONDAY_10 + 8 * HOUR + 71 * HOUR) == []
         assert await watcher.evaluate(MONDAY_10 + 8 * HOUR + 72 * HOUR) == [f"{iid}:RCA owner"]
@@ -136,8 +155,8 @@ def test_escalation_path_over_an_incident_life(store: StateStore, tmp_path: Path
             (r["upstream"], r["event"], r["body"]["escalation"]["name"]) for r in escalations
         ] == [
             ("escalation-email", "sla_warning", "L1 support"),
-            ("engineering-hook", "escalate", "engineering"),
-            ("escalation-email", "escalate", "engineering"),
+            ("engineering-hook", "escalation_level", "engineering"),
+            ("escalation-email", "escalation_level", "engineering"),
             ("escalation-email", "rca_due", "RCA owner"),
         ]
         assert escalations[0]["body"]["escalation"]["email"] == ["l1@support.example"]
@@ -169,15 +188,16 @@ def test_open_body_carries_diagnostics_from_the_hook(store: StateStore, tmp_path
         processes=lambda: [],
         cpu_count=lambda: 2,
     )
-    service = IncidentService(store, config, CollectorRegistry(), clock=FakeClock(MONDAY_10))
-    service.event_extras = TicketExtras(config, probe=probe)
-    service.load_sync()
+    service = build_incident_service(config, store, CollectorRegistry(), clock=FakeClock(MONDAY_10))
+    service.diagnostics = DiagnosticsGatherer(config.components, probe=probe)
 
-    asyncio.run(
-        service.report(
-            component="acd", kind="production_loss", severity=Severity.MAJOR, impact="5 of 100"
+    async def scenario() -> None:
+        await service.report(
+            component="acd", kind="checklist", severity=Severity.MAJOR, impact="5 of 100"
         )
-    )
+        await service.wait_background()
+
+    asyncio.run(scenario())
     body = outbox(store)[0]["body"]
     assert body["diagnostics"]["host"]["processes"]["acd-server"]["running"] is False
     assert body["diagnostics"]["log_excerpt"][0] == "10:00 acd: trunk 3 down"

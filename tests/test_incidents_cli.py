@@ -9,9 +9,9 @@ import yaml
 from click.testing import CliRunner
 
 from ccwatch.cli import cli
+from ccwatch.compose import open_state
 from ccwatch.incidents.lifecycle import Lifecycle, LifecycleSettings, Reading
 from ccwatch.incidents.repository import write_transition
-from ccwatch.incidents.store import StateStore
 from ccwatch.severity import Severity
 
 
@@ -67,7 +67,7 @@ def test_incidents_list_and_show_read_the_state_database(tmp_path: Path) -> None
     code, out = run("incidents", "list", config=config)
     assert code == 1 and "no state database" in out
 
-    store = StateStore.open(state)
+    store = open_state(state)
     lifecycle = Lifecycle("blr1", LifecycleSettings(open_after=0), new_id=lambda: "a1b2c3d4e5f6")
     impact = "23 of 100 agents cannot take calls (23.0%)"
     [opened] = lifecycle.observe("acd", Reading(Severity.CRITICAL, 0.23, impact), 1_795_000_000)

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ccwatch.compose import incident_settings, open_state
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import Reading
 from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
-from ccwatch.incidents.store import StateStore
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore
 
 CRITICAL = Reading(Severity.CRITICAL, 0.23, "23 of 100 agents cannot take calls (23.0%)")
 MAJOR = Reading(Severity.MAJOR, 0.05, "5 of 100 agents cannot take calls (5.0%)")
@@ -57,13 +59,20 @@ def make_config(tmp_path: Path, tickets: list[dict[str, Any]] | None = None) -> 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    store = StateStore.open(tmp_path / "state.db")
+    store = open_state(tmp_path / "state.db")
     yield store
     store.close()
 
 
 def service_for(store: StateStore, config: Config, clock: Clock, **kwargs: Any) -> IncidentService:
-    service = IncidentService(store, config, CollectorRegistry(), clock, **kwargs)
+    service = IncidentService(
+        store,
+        incident_settings(config),
+        CollectorRegistry(),
+        clock=clock,
+        monotonic=clock,
+        **kwargs,
+    )
     service.load_sync()
     return service
 
@@ -74,6 +83,9 @@ def outbox(store: StateStore) -> list[dict[str, Any]]:
 
 
 async def observe(service: IncidentService, reading: Reading, now: float) -> None:
+    clock = service.clock
+    assert isinstance(clock, Clock)
+    clock.now = now  # the fake clock is both the wall and the monotonic clock here
     await service.apply(service.observe("acd", reading, now))
 
 
@@ -128,17 +140,29 @@ def test_open_escalate_resolve_write_timeline_and_routed_outbox_rows(
 def test_event_extras_hook_is_merged_into_the_body(tmp_path: Path, store: StateStore) -> None:
     seen: list[tuple[str, int]] = []
 
-    async def extras(incident: Incident, event: str) -> dict[str, Any]:
+    def extras(incident: Incident, event: str) -> dict[str, Any]:
         seen.append((event, incident.seq))
-        return {
-            "sla": {"first_response_due": "2026-11-23T11:30:00Z"},
-            "diagnostics": {"host": {"load": 0.5}},
-        }
+        return {"sla": {"first_response_due": "2026-11-23T11:30:00Z"}}
+
+    def diagnostics(incident: Incident) -> dict[str, Any]:
+        return {"host": {"load": 0.5}}
 
     clock = Clock()
-    service = service_for(store, make_config(tmp_path), clock, event_extras=extras)
-    asyncio.run(observe(service, CRITICAL, clock.now))
-    body = json.loads(outbox(store)[0]["body"])
+    service = service_for(
+        store, make_config(tmp_path), clock, body_extras=extras, diagnostics=diagnostics
+    )
+
+    async def run() -> None:
+        await observe(service, CRITICAL, clock.now)
+        held = outbox(store)[0]
+        # The open waits for its diagnostics (gathered after the commit), not longer.
+        assert held["next_attempt_at"] > held["created_at"]
+        await service.wait_background()
+
+    asyncio.run(run())
+    row = outbox(store)[0]
+    assert row["next_attempt_at"] == row["created_at"]
+    body = json.loads(row["body"])
     assert body["sla"]["first_response_due"] == "2026-11-23T11:30:00Z"
     assert body["sla"]["resolution_due"] is None
     assert body["diagnostics"]["host"] == {"load": 0.5}
@@ -159,6 +183,12 @@ def test_a_failing_write_rolls_back_the_incident_with_its_outbox_rows(
     asyncio.run(observe(service, CRITICAL, clock.now))
     assert store.run_sync(lambda conn: repository.list_incidents(conn)) == []
     assert service.metrics.write_failures._value.get() == 1
+    # The disk has room again: the next message writes the open it could not write.
+    store.run_sync(lambda conn: conn.execute("DROP TRIGGER fail_outbox"))
+    asyncio.run(observe(service, CRITICAL, clock.now + 1))
+    [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
+    assert incident.state == "open"
+    assert [r["event"] for r in outbox(store)] == ["open", "open"]
 
 
 def test_restart_continues_the_incident_and_never_opens_it_twice(
@@ -180,7 +210,7 @@ def test_restart_continues_the_incident_and_never_opens_it_twice(
         )
 
 
-def test_acknowledge_writes_timeline_and_update_event_once(
+def test_acknowledge_writes_timeline_and_acknowledge_event_once(
     tmp_path: Path, store: StateStore
 ) -> None:
     clock = Clock()
@@ -195,23 +225,23 @@ def test_acknowledge_writes_timeline_and_update_event_once(
         "asha",
     )
     events = [(r["upstream"], r["event"], r["seq"]) for r in outbox(store)]
-    assert events.count(("all", "update", 2)) == 1 and ("p1", "update", 2) in events
+    assert events.count(("all", "acknowledge", 2)) == 1 and ("p1", "acknowledge", 2) in events
     timeline = store.run_sync(lambda conn: repository.load_timeline(conn, incident.id))
     assert timeline[-1].change == "acknowledged" and timeline[-1].detail == "by asha"
     with pytest.raises(repository.UnknownIncidentError):
         asyncio.run(service.acknowledge("nope", "asha"))
 
 
-def test_record_event_for_an_sla_escalation(tmp_path: Path, store: StateStore) -> None:
+def test_a_note_for_an_sla_escalation(tmp_path: Path, store: StateStore) -> None:
     clock = Clock()
     service = service_for(store, make_config(tmp_path), clock)
     asyncio.run(observe(service, CRITICAL, clock.now))
     [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
     updated = asyncio.run(
-        service.record_event(
+        service.note(
             incident.id,
-            "update",
             "sla escalation L2",
+            event=Event.ESCALATION_LEVEL,
             detail="first response overdue",
             updates={"first_response_due": clock.now + 5400},
         )
@@ -270,7 +300,13 @@ def test_jobs_report_and_clear_their_incidents(tmp_path: Path, store: StateStore
 def test_open_incidents_gauge_follows_the_changes(tmp_path: Path, store: StateStore) -> None:
     clock = Clock()
     registry = CollectorRegistry()
-    service = IncidentService(store, make_config(tmp_path, tickets=[]), registry, clock)
+    service = IncidentService(
+        store,
+        incident_settings(make_config(tmp_path, tickets=[])),
+        registry,
+        clock=clock,
+        monotonic=clock,
+    )
     service.load_sync()
 
     def gauge(severity: str) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,9 +26,39 @@ def reading(severity: Severity) -> Reading:
     return Reading(severity, LOSS[severity], f"{severity.label} impact")
 
 
+class Written(Lifecycle):
+    """A lifecycle whose every proposed transition is written at once (the store never
+    fails): what the incident service does when the disk is fine."""
+
+    def observe(self, *args: Any, **kwargs: Any) -> list[Transition]:
+        return self._written(super().observe(*args, **kwargs))
+
+    def tick(self, *args: Any, **kwargs: Any) -> list[Transition]:
+        return self._written(super().tick(*args, **kwargs))
+
+    def acknowledge(self, *args: Any, **kwargs: Any) -> Transition | None:
+        transition = super().acknowledge(*args, **kwargs)
+        return self._written([transition])[0] if transition is not None else None
+
+    def _written(self, transitions: list[Transition]) -> list[Transition]:
+        for transition in transitions:
+            self.commit(transition)
+        return transitions
+
+
 def machine(
     open_after: float = 30, resolve_after: float = 300, stale_after: float = 120
 ) -> Lifecycle:
+    counter = itertools.count(1)
+    return Written(
+        "blr1",
+        LifecycleSettings(open_after, resolve_after, stale_after, loss_refresh=10),
+        new_id=lambda: f"inc{next(counter)}",
+    )
+
+
+def bare(open_after: float = 30, resolve_after: float = 300, stale_after: float = 120) -> Lifecycle:
+    """A lifecycle that only proposes: the test decides what was written."""
     counter = itertools.count(1)
     return Lifecycle(
         "blr1",
@@ -37,7 +68,11 @@ def machine(
 
 
 def changes(transitions: list[Transition]) -> list[tuple[str, str, str]]:
-    return [(t.change, t.incident.component, t.incident.severity.label) for t in transitions]
+    return [
+        (t.change, t.incident.component, t.incident.severity.label)
+        for t in transitions
+        if t.incident is not None
+    ]
 
 
 def significant(transitions: list[Transition]) -> list[Transition]:
@@ -151,7 +186,7 @@ def test_restored_incidents_continue_with_the_same_id() -> None:
 def test_an_acknowledged_incident_returns_to_acknowledged_after_nodata() -> None:
     lc = machine(open_after=0)
     incident = lc.observe("acd", reading(CRITICAL), 0)[0].incident
-    lc.acknowledge(incident.id, 5)
+    lc.acknowledge(incident.id, 5, "asha")
     lc.tick(200)
     resumed = lc.observe("acd", reading(CRITICAL), 300)
     assert [t.incident.state for t in resumed if t.change == "data resumed"] == ["acknowledged"]
@@ -275,3 +310,85 @@ def test_a_de_escalated_incident_describes_its_new_level() -> None:
         MINOR,
         "minor impact",
     )
+
+
+# --- proposals, failed writes and clocks --------------------------------------------
+
+
+def test_a_transition_whose_write_failed_is_proposed_again_by_the_next_message() -> None:
+    lc = bare(open_after=30)
+    lc.observe("acd", reading(CRITICAL), 0)
+    (opened,) = lc.observe("acd", reading(CRITICAL), 30)
+    assert opened.change == "opened"
+    lc.abandon(opened)  # the disk was full
+    assert lc.incident_of("acd") is None
+    (again,) = lc.observe("acd", reading(CRITICAL), 35)
+    assert (again.change, again.incident is not None and again.incident.severity) == (
+        "opened",
+        CRITICAL,
+    )
+    lc.commit(again)
+    assert lc.incident_of("acd") is not None
+    assert lc.observe("acd", reading(CRITICAL), 40) == []
+
+
+def test_nothing_more_is_proposed_for_a_component_while_its_change_is_being_written() -> None:
+    lc = bare(open_after=0, stale_after=60)
+    (opened,) = lc.observe("acd", reading(CRITICAL), 0)
+    # The ticker runs while the open is being written: it must not open a second one.
+    assert lc.tick(1) == []
+    assert lc.observe("acd", reading(CRITICAL), 2) == []
+    lc.commit(opened)
+    assert lc.tick(3) == []
+    assert [t.change for t in lc.tick(70)] == ["nodata", "opened"]  # and telemetry lost
+
+
+def test_an_acknowledgement_waits_for_no_write_and_is_proposed_once() -> None:
+    lc = machine(open_after=0)
+    (opened,) = lc.observe("acd", reading(MAJOR), 0)
+    acked = lc.acknowledge(opened.incident_id, 5, "asha")
+    assert acked is not None and acked.updates["acknowledged_by"] == "asha"
+    assert acked.incident is not None and acked.incident.state == "acknowledged"
+    assert lc.acknowledge(opened.incident_id, 6, "ravi") is None  # already acknowledged
+
+
+def test_a_backward_wall_clock_jump_does_not_delay_an_open() -> None:
+    """Holds run on the monotonic clock: the wall clock going back an hour (NTP step,
+    a VM restored) leaves a 30 s open_after at 30 s."""
+    lc = machine(open_after=30)
+    wall = 1_800_000_000.0
+    lc.observe("acd", reading(CRITICAL), wall, mono=100.0)
+    transitions = lc.observe("acd", reading(CRITICAL), wall - 3600 + 30, mono=130.0)
+    assert changes(transitions) == [("opened", "acd", "critical")]
+    incident = lc.incident_of("acd")
+    assert incident is not None and incident.opened_at == wall - 3600 + 30  # shown as read
+
+
+def test_a_forward_wall_clock_jump_does_not_fake_nodata() -> None:
+    lc = machine(open_after=0, stale_after=120)
+    wall = 1_800_000_000.0
+    lc.observe("acd", reading(MAJOR), wall, mono=10.0)
+    # An hour ahead on the wall clock, one second later in fact.
+    assert lc.tick(wall + 3600, mono=11.0) == []
+    incident = lc.incident_of("acd")
+    assert incident is not None and incident.state == "open"
+    assert [t.change for t in lc.tick(wall + 3600, mono=131.0)] == ["nodata", "opened"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(failures=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_write_failures_delay_an_open_but_never_lose_or_double_it(failures: list[bool]) -> None:
+    """Whatever writes fail, once one succeeds the incident is open, exactly once."""
+    lc = bare(open_after=30)
+    written: list[Transition] = []
+    for step, fails in enumerate(failures):
+        for transition in lc.observe("acd", reading(CRITICAL), step * 5.0):
+            if fails:
+                lc.abandon(transition)
+            else:
+                lc.commit(transition)
+                written.append(transition)
+    opens = [t for t in written if t.change == "opened"]
+    could_open = any(not fails for fails in failures[6:])  # 30 s held from step 6 on
+    assert len(opens) == (1 if could_open else 0)
+    assert (lc.incident_of("acd") is not None) == could_open

@@ -17,17 +17,17 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from ccwatch.cli import cli
+from ccwatch.compose import build_incident_service, open_state
 from ccwatch.config import load_config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
-from ccwatch.incidents.service import IncidentService
-from ccwatch.incidents.store import StateStore
+from ccwatch.incidents.repository import outbox_rows
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore
 from ccwatch.tickets.adapters.base import AdapterContext, RecordingAdapter
-from ccwatch.tickets.adapters.webhook import WebhookAdapter
-from ccwatch.tickets.config import WebhookUpstream
-from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, notify_new_events, outbox_rows
+from ccwatch.tickets.adapters.webhook import WebhookAdapter, WebhookUpstream
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
 from tests.test_tickets_support import (
     FakeClock,
     Receiver,
@@ -42,7 +42,7 @@ SECRET = "whsec_Q2N3YXRjaC10ZXN0LXNlY3JldC0yMDI2"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path / "state.db")
+    opened = open_state(tmp_path / "state.db")
     yield opened
     opened.close()
 
@@ -67,6 +67,7 @@ def make_dispatcher(
     clock: FakeClock,
     registry: CollectorRegistry | None = None,
     readiness: Readiness | None = None,
+    on_dead: Any = None,
 ) -> OutboxDispatcher:
     return OutboxDispatcher(
         store,
@@ -74,6 +75,7 @@ def make_dispatcher(
         registry=registry or CollectorRegistry(),
         retry={adapter.name: RetryPolicy(base=1.0, cap=8.0)},
         readiness=readiness,
+        on_dead=on_dead,
         clock=clock,
         rand=lambda: 1.0,
     )
@@ -375,7 +377,7 @@ def test_run_wakes_promptly_when_told_and_stops_cleanly(store: StateStore) -> No
         await asyncio.sleep(0.05)
         enqueue(store, "rec", "inc-1", 1, "open")
         enqueue(store, "rec", "inc-2", 1, "open")
-        notify_new_events()
+        dispatcher.wake()
         for _ in range(500):
             if len(recording.delivered) == 1 and recording.attempts == 3:
                 break
@@ -397,16 +399,17 @@ def test_a_dead_letter_shows_in_incidents_show(tmp_path: Path, receiver: Receive
         f"tickets: [{{type: webhook, url: '{receiver.url}/hook'}}]\n"
     )
     config = load_config(config_path)
-    store = StateStore.open(config.state.path)
+    store = open_state(config.state.path)
     clock = FakeClock()
     receiver.default = Reply(422, '{"error": "unknown component acd"}')
-    service = IncidentService(store, config, CollectorRegistry(), clock=clock)
+    service = build_incident_service(config, store, CollectorRegistry(), clock=clock)
+    service.diagnostics = None  # this test is about the dead letter, not the open's extras
     adapter = WebhookAdapter(config.tickets[0], AdapterContext("blr1", clock=clock))  # type: ignore[arg-type]
-    dispatcher = make_dispatcher(store, adapter, clock)
+    dispatcher = make_dispatcher(store, adapter, clock, on_dead=service.note_dead_letter)
 
     async def scenario() -> str:
         await service.report(
-            component="acd", kind="production_loss", severity=Severity.CRITICAL, impact="down"
+            component="acd", kind="checklist", severity=Severity.CRITICAL, impact="down"
         )
         await dispatcher.drain_once("webhook")
         await adapter.aclose()

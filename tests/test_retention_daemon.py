@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from ccwatch.incidents.store import StateStore
+from ccwatch.compose import open_state
 from tests.conftest import DaemonProcess, base_config, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_scheduled_run_cleans_one_database_and_reports_the_broken_one(
     }
     config = base_config(tmp_path, retention=retention)
     # The daemon was down at the last 01:30: it catches that run up as it starts.
-    store = StateStore.open(Path(config["state"]["path"]))
+    store = open_state(Path(config["state"]["path"]))
     store.run_sync(
         lambda c: c.execute(
             "INSERT INTO scheduler_runs (job, last_run_at) VALUES ('retention', ?)",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ccwatch.incidents.store import StateStore, transaction
+from ccwatch.compose import open_state
 from ccwatch.scheduler import (
     ScheduledJob,
     cron_trigger,
@@ -19,6 +19,7 @@ from ccwatch.scheduler import (
     missed_fire_time,
     run_scheduler,
 )
+from ccwatch.state import StateStore, transaction
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 14:30 in Asia/Kolkata
 
@@ -48,7 +49,7 @@ async def _run_briefly(
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(tmp_path / "state.db")
+    opened = open_state(tmp_path / "state.db")
     yield opened
     opened.close()
 

@@ -1,4 +1,5 @@
-"""The SQLite state store: migrations, WAL, one owner thread, readers in other processes."""
+"""The SQLite state store: per-owner migrations, WAL, file modes, one owner thread,
+readers in other processes."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from ccwatch.compose import MIGRATIONS, open_state
 from ccwatch.errors import StateStoreError
-from ccwatch.incidents.store import MIGRATIONS, StateStore, schema_version, transaction
+from ccwatch.state import Migrations, StateStore, schema_versions, transaction
+from ccwatch.state.migrations import PER_OWNER
 
 
 def test_open_creates_folders_and_migrates(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "state.db"
-    store = StateStore.open(path)
+    store = open_state(path)
     try:
-        assert store.run_sync(schema_version) == max(MIGRATIONS)
+        assert store.run_sync(schema_versions) == {m.owner: m.latest for m in MIGRATIONS}
+        # Incidents carry host facts and log excerpts: the site's business only.
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        assert path.stat().st_mode & 0o777 == 0o600
         mode = store.run_sync(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
         assert mode == "wal"
         tables = store.run_sync(
@@ -30,7 +36,7 @@ def test_open_creates_folders_and_migrates(tmp_path: Path) -> None:
 
 def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    store = StateStore.open(path)
+    store = open_state(path)
 
     def insert(connection: sqlite3.Connection) -> None:
         with transaction(connection):
@@ -41,7 +47,7 @@ def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
 
     store.run_sync(insert)
     store.close()
-    again = StateStore.open(path)
+    again = open_state(path)
     try:
         assert again.run_sync(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 1
     finally:
@@ -51,20 +57,52 @@ def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as connection:
-        connection.execute(f"PRAGMA user_version = {max(MIGRATIONS) + 5}")
+        connection.execute(f"PRAGMA user_version = {PER_OWNER + 5}")
     with pytest.raises(StateStoreError, match="newer than this ccwatch knows"):
-        StateStore.open(path)
+        open_state(path)
+
+
+def test_a_feature_schema_newer_than_known_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_state(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE schema_migrations SET version = 9 WHERE owner = 'incidents'")
+    with pytest.raises(StateStoreError, match="schema of incidents is version 9"):
+        open_state(path)
+
+
+def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
+    """A state.db written before migrations were split by owner (user_version 2) keeps its
+    data and gains only what it lacks."""
+    path = tmp_path / "state.db"
+    everything = [m.steps[1] for m in MIGRATIONS]
+    with sqlite3.connect(path) as connection:
+        for script in everything:
+            connection.executescript(script)
+        connection.execute(
+            "INSERT INTO scheduler_runs (job, last_run_at) VALUES ('checklist:daily', 1.0)"
+        )
+        connection.execute("PRAGMA user_version = 2")
+    extra = Migrations("extra", {1: "CREATE TABLE extra (x INTEGER)"})
+    store = StateStore.open(path, [*MIGRATIONS, extra])
+    try:
+        versions = store.run_sync(schema_versions)
+        assert versions == {"incidents": 1, "scheduler": 1, "checklists": 1, "extra": 1}
+        jobs = store.run_sync(lambda c: c.execute("SELECT job FROM scheduler_runs").fetchall())
+        assert [row[0] for row in jobs] == ["checklist:daily"]
+    finally:
+        store.close()
 
 
 def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StateStoreError, match="cannot open state database"):
-        StateStore.open(blocker / "state.db")
+        open_state(blocker / "state.db")
 
 
 def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path / "state.db")
+    store = open_state(tmp_path / "state.db")
 
     def half_done(connection: sqlite3.Connection) -> None:
         with transaction(connection):
@@ -81,7 +119,7 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
 
 
 def test_all_work_runs_on_the_one_owner_thread(tmp_path: Path) -> None:
-    store = StateStore.open(tmp_path / "state.db")
+    store = open_state(tmp_path / "state.db")
     seen: set[str] = set()
 
     def record(_: sqlite3.Connection) -> None:
@@ -98,7 +136,7 @@ def test_all_work_runs_on_the_one_owner_thread(tmp_path: Path) -> None:
 
 def test_another_process_can_read_while_we_write(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    store = StateStore.open(path)
+    store = open_state(path)
     store.run_sync(lambda c: c.execute("BEGIN IMMEDIATE"))  # a writer holds the lock
     reader = sqlite3.connect(path, timeout=1)
     assert reader.execute("SELECT count(*) FROM incidents").fetchone()[0] == 0

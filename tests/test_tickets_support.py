@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ccwatch.incidents.store import StateStore, transaction
+from ccwatch.state import StateStore, transaction
 from tests.conftest import free_port
 
 

@@ -5,7 +5,13 @@ SIGINT ends the generation and the process; SIGHUP ends it, validates the config
 again and, if the new one is valid, starts the next generation with it. An invalid new
 config is refused: the errors are logged, counted, and the old generation is restarted
 unchanged. The HTTP server, the metrics registry and the state store outlive
-generations, so ``/healthz`` keeps answering through a reload.
+generations, so ``/healthz`` keeps answering through a reload, and so does the incident
+service (its open incidents and holds carry over a SIGHUP).
+
+``build_services`` is where the features meet: it builds the outbox dispatcher, the SLA
+watcher, the MQTT pipeline and the scheduled jobs of one generation, hands each its
+collaborators, and gives the incident service the one ``on_change`` fan-out that wakes
+the dispatcher and the watcher. See docs/architecture.md, "Wiring".
 """
 
 from __future__ import annotations
@@ -20,17 +26,24 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from ccwatch.compose import build_incident_service, configure_incident_service, open_state
 from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpServer
-from ccwatch.incidents.store import StateStore
-from ccwatch.ingest.wiring import core_services
+from ccwatch.incidents.model import Incident
+from ccwatch.incidents.service import IncidentService
+from ccwatch.ingest.mqtt import MqttSource
+from ccwatch.ingest.pipeline import Pipeline
 from ccwatch.logs import setup_logging
 from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
 from ccwatch.readiness import Readiness
+from ccwatch.redact import configure as configure_redaction
+from ccwatch.redact import secrets_from_config
 from ccwatch.runtime import Runtime
 from ccwatch.systemd import SystemdNotifier
-from ccwatch.tickets.service import ticket_services
+from ccwatch.tickets.adapters import AdapterContext, build_adapters
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
+from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +54,78 @@ def config_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_services(runtime: Runtime) -> dict[str, Service]:
-    """The long-running tasks of one config generation, by name.
+TICK_SECONDS = 1.0
+# Changes that do not move an SLA clock (the watcher need not look again).
+_NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
 
-    Each feature adds its service here; a service runs until cancelled, and declares
-    what /readyz must wait for through ``runtime.readiness``.
+
+def build_services(runtime: Runtime) -> dict[str, Service]:
+    """The long-running tasks of one config generation, by name, wired together.
+
+    A service runs until cancelled and declares what /readyz must wait for through
+    ``runtime.readiness``.
     """
+    config = runtime.config
+    incidents = runtime.incidents
+    configure_redaction(secrets_from_config(config))
     services: dict[str, Service] = {}
-    services.update(core_services(runtime))
-    services.update(ticket_services(runtime))  # after core: it hooks the incident service
+
+    # Tickets: the outbox dispatcher and the SLA watcher.
+    context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email)
+    wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
+    adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
+    dispatcher: OutboxDispatcher | None = None
+    if adapters:
+        retry = {
+            u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds())
+            for u in config.tickets
+            if u.enabled
+        }
+        dispatcher = OutboxDispatcher(
+            runtime.store,
+            adapters,
+            registry=runtime.registry,
+            retry=retry,
+            readiness=runtime.readiness,
+            on_dead=incidents.note_dead_letter,
+            clock=runtime.clock,
+        )
+        services["outbox"] = dispatcher.run()
+    watcher: SlaWatcher | None = None
+    if config.sla.enabled:
+        watcher = SlaWatcher(
+            incidents,
+            config.sla,
+            config.escalation,
+            runtime.registry,
+            upstreams={u.upstream_name for u in config.tickets if u.enabled},
+            email_relay=config.email is not None,
+            clock=runtime.clock,
+        )
+        services["sla"] = watcher.run()
+
+    def on_change(incident: Incident, change: str) -> None:
+        """The one fan-out of committed incident changes."""
+        if dispatcher is not None:
+            dispatcher.wake()
+        if watcher is not None and change not in _NOT_FOR_SLA:
+            watcher.wake(incident.id)
+
+    configure_incident_service(incidents, config, on_change)
+
+    # The core loop: MQTT -> pipeline -> incident service, and the ticker.
+    pipeline = Pipeline(config, incidents, runtime.registry, runtime.clock)
+    source = MqttSource(
+        config, pipeline.handle_message, runtime.registry, runtime.readiness, runtime.clock
+    )
+    services["mqtt"] = source.run()
+    services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)
+
+    # Scheduled jobs: one scheduler for every cron job.
     from ccwatch.checklists.service import checklist_jobs
     from ccwatch.retention.job import retention_jobs
     from ccwatch.scheduler import run_scheduler
 
-    # One scheduler for every cron job; a feature appends its jobs to this list.
     jobs = [*checklist_jobs(runtime), *retention_jobs(runtime)]
     if jobs:
         services["scheduler"] = run_scheduler(jobs, runtime.store)
@@ -65,12 +136,15 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path) -> None:
         registry = build_registry()
         self.metrics = shared_metrics(DaemonMetrics, registry)
+        store = open_state(config.state.path)
+        incidents: IncidentService = build_incident_service(config, store, registry)
         self.runtime = Runtime(
             config=config,
             config_path=config_path,
             registry=registry,
-            store=StateStore.open(config.state.path),
+            store=store,
             readiness=Readiness(registry),
+            incidents=incidents,
         )
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
@@ -109,6 +183,7 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             await http.stop()
+            await self.runtime.incidents.aclose()
             self.runtime.store.close()
             self.notifier.close()
         return 0

@@ -29,9 +29,23 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from ccwatch.incidents.store import StateStore, transaction
+from ccwatch.state import Migrations, StateStore, transaction
 
 logger = logging.getLogger(__name__)
+
+# The table this module owns (see ccwatch.state.migrations).
+MIGRATIONS = Migrations(
+    "scheduler",
+    {
+        1: """
+    CREATE TABLE scheduler_runs (
+        job              TEXT PRIMARY KEY,
+        last_run_at      REAL NOT NULL,
+        finished_at      REAL
+    );
+    """,
+    },
+)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Checklist run history in the state database (tables of schema version 2)."""
+"""Checklist run history in the state database (this module owns its two tables)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,45 @@ import json
 import sqlite3
 
 from ccwatch.checklists.result import ChecklistRun, CheckResult, Status
+from ccwatch.state.migrations import Migrations
 
 KEEP_SECONDS = 90 * 86400
+
+MIGRATIONS = Migrations(
+    "checklists",
+    {
+        1: """
+    CREATE TABLE checklist_runs (
+        id               INTEGER PRIMARY KEY,
+        checklist        TEXT NOT NULL,
+        started_at       REAL NOT NULL,
+        duration_seconds REAL NOT NULL,
+        trigger          TEXT NOT NULL,
+        counts           TEXT NOT NULL,
+        emailed          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX checklist_runs_by_checklist ON checklist_runs (checklist, started_at);
+
+    CREATE TABLE checklist_results (
+        run_id           INTEGER NOT NULL REFERENCES checklist_runs (id) ON DELETE CASCADE,
+        check_id         TEXT NOT NULL,
+        type             TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        value            TEXT NOT NULL DEFAULT '',
+        threshold        TEXT NOT NULL DEFAULT '',
+        hint             TEXT NOT NULL DEFAULT '',
+        detail           TEXT NOT NULL DEFAULT '',
+        duration_seconds REAL NOT NULL,
+        PRIMARY KEY (run_id, check_id)
+    );
+    """,
+    },
+)
 
 
 def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, emailed: bool) -> int:
     """Store one run with its results; runs older than 90 days are dropped. Returns its id."""
-    from ccwatch.incidents.store import transaction
+    from ccwatch.state import transaction
 
     counts = {status.value: count for status, count in run.counts.items()}
     with transaction(connection):

@@ -30,10 +30,10 @@ from ccwatch.checklists.runner import run_checklist
 from ccwatch.config import Config, EmailConfig
 from ccwatch.errors import ConfigError, UpstreamError
 from ccwatch.incidents.external import ExternalIncidents
-from ccwatch.incidents.store import StateStore
 from ccwatch.metrics import shared_metrics
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore
 
 if TYPE_CHECKING:
     from ccwatch.runtime import Runtime

@@ -20,7 +20,6 @@ from ccwatch.cliopts import format_option
 from ccwatch.config import ClassificationConfig, Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
-from ccwatch.incidents.store import StateStore
 from ccwatch.severity import Severity
 
 T = TypeVar("T")
@@ -159,7 +158,9 @@ def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
         raise click.ClickException(
             f"no state database at {path} yet (the daemon creates it on its first start)"
         )
-    store = StateStore.open(path)
+    from ccwatch.compose import open_state
+
+    store = open_state(path)
     try:
         return store.run_sync(fn)
     finally:
@@ -208,13 +209,7 @@ def show_command(incident_id: str, output: str) -> None:
     """Show one incident with its timeline (an id prefix of 6+ characters will do)."""
 
     def load(conn: sqlite3.Connection) -> tuple[Incident | None, list[Any]]:
-        incident = repository.load_incident(conn, incident_id)
-        if incident is None and len(incident_id) >= 6:
-            rows = conn.execute(
-                "SELECT id FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
-            ).fetchall()
-            if len(rows) == 1:
-                incident = repository.load_incident(conn, rows[0]["id"])
+        incident = repository.find_by_prefix(conn, incident_id)
         if incident is None:
             return None, []
         return incident, repository.load_timeline(conn, incident.id)

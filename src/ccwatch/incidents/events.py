@@ -1,43 +1,33 @@
-"""Upstream events: which upstreams get an incident change, and the outbox rows for it.
+"""Upstream events: which upstreams get an event, and the body every adapter starts from.
 
-Every change that matters upstream is written by ``enqueue_event`` inside the same
-SQLite transaction as the incident change itself, one ``outbox`` row per routed
-upstream, so a crash can never leave an incident without its ticket event or the other
-way round. The ticket dispatcher (``tickets/``) delivers the rows.
+Pure functions; the outbox rows themselves are written by ``repository`` in the same
+transaction as the incident change (docs/architecture.md, "One write path").
 
-Events: ``open``, ``escalate`` (severity up), ``update`` (severity down, nodata, data
-resumed, acknowledged, SLA escalations) and ``resolve``. ``incidents.seq`` goes up by
-one per event, the same for every upstream of that event, so
-``idempotency_key = <dedup_key>:<seq>`` is stable across retries and restarts.
+``incidents.seq`` goes up by one per event, the same for every upstream of that event,
+so ``idempotency_key = <dedup_key>:<seq>`` is stable across retries and restarts.
 
-Routing: ``open`` and ``escalate`` go to the upstreams that want the incident's
-current severity. Every later event also goes to the upstreams that want its peak
-severity, so the upstream that got the open (or an escalation) also gets the update and
-the resolve after a de-escalation.
+Routing: ``open`` and ``escalate`` go to the upstreams that want the incident's current
+severity. Every later event also goes to the upstreams that want its peak severity, so
+the upstream that got the open (or an escalation) also gets the updates and the resolve
+after a de-escalation. An escalation level names its targets explicitly instead.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ccwatch.incidents.model import Incident, rfc3339
+from ccwatch.incidents.vocabulary import ROUTED_BY_CURRENT_SEVERITY, Event
 from ccwatch.severity import Severity
 
-EVENTS = ("open", "escalate", "update", "resolve")
-
-EventExtras = Callable[[Incident, str], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
-"""Hook ``(incident, event) -> {"sla": {...}, "diagnostics": {...}}`` merged into the body.
-
-The tickets feature plugs SLA due times, host facts and log excerpts in here; it may be
-sync or async. It runs before the transaction (it may do I/O), never inside it.
-"""
+BodyExtras = Callable[[Incident, Event], Mapping[str, Any]]
+"""``(incident, event) -> {"sla": {...}, ...}`` merged into every body (pure and quick: it
+runs inside the write transaction, e.g. the SLA due times)."""
 
 
 class Upstream(Protocol):
-    """What routing needs of a ``tickets:`` entry (``TicketUpstream`` fits)."""
+    """What routing needs of a ``tickets:`` entry (``UpstreamBase`` fits)."""
 
     @property
     def enabled(self) -> bool: ...
@@ -48,14 +38,14 @@ class Upstream(Protocol):
     def wants(self, component: str, severity: Severity) -> bool: ...
 
 
-def route(incident: Incident, event: str, upstreams: Sequence[Upstream]) -> list[str]:
+def route(incident: Incident, event: Event, upstreams: Sequence[Upstream]) -> list[str]:
     """Names of the enabled upstreams that receive ``event`` for ``incident``."""
     names: list[str] = []
     for upstream in upstreams:
         if not upstream.enabled:
             continue
         wanted = upstream.wants(incident.component, incident.severity)
-        if event not in ("open", "escalate"):
+        if event not in ROUTED_BY_CURRENT_SEVERITY:
             wanted = wanted or upstream.wants(incident.component, incident.peak_severity)
         if wanted:
             names.append(upstream.upstream_name)
@@ -71,9 +61,9 @@ def default_extras(incident: Incident) -> dict[str, Any]:
 
 
 def event_body(
-    incident: Incident, event: str, extras: Mapping[str, Any] | None = None
+    incident: Incident, event: Event, extras: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """DESIGN.md's generic webhook body for ``event`` at the incident's current ``seq``."""
+    """The generic webhook body (README, "Tickets") for ``event`` at the incident's ``seq``."""
     base = default_extras(incident)
     for key, value in (extras or {}).items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
@@ -81,7 +71,7 @@ def event_body(
         else:
             base[key] = value
     return {
-        "event": event,
+        "event": event.value,
         "seq": incident.seq,
         "dedup_key": incident.dedup_key,
         "incident_id": incident.id,
@@ -98,37 +88,7 @@ def event_body(
         "opened_at": rfc3339(incident.opened_at),
         "updated_at": rfc3339(incident.updated_at),
         "acknowledged_at": rfc3339(incident.acknowledged_at),
+        "acknowledged_by": incident.acknowledged_by,
         "resolved_at": rfc3339(incident.resolved_at),
         **base,
     }
-
-
-def enqueue_event(
-    conn: sqlite3.Connection,
-    incident: Incident,
-    event: str,
-    upstreams: Sequence[Upstream],
-    now: float,
-    extras: Mapping[str, Any] | None = None,
-) -> list[str]:
-    """Write one pending outbox row per routed upstream; returns their names.
-
-    Call inside the transaction that changed the incident, with the incident as it is
-    after the change and its ``seq`` already incremented for this event.
-    """
-    if event not in EVENTS:
-        raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENTS)}")
-    names = route(incident, event, upstreams)
-    if not names:
-        return names
-    body = json.dumps(event_body(incident, event, extras), separators=(",", ":"), default=str)
-    idempotency_key = f"{incident.dedup_key}:{incident.seq}"
-    conn.executemany(
-        "INSERT OR IGNORE INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
-        " created_at, status, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-        [
-            (name, incident.id, incident.seq, event, idempotency_key, body, now, now)
-            for name in names
-        ],
-    )
-    return names

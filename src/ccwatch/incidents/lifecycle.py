@@ -1,8 +1,9 @@
 """The incident state machine (pure: observations and the time in, transitions out).
 
-One ``Lifecycle`` per site. For each component it keeps at most one active incident
-and decides, from the severities observed and the time passed in, when that incident
-opens, escalates, de-escalates, goes ``nodata`` and resolves (DESIGN.md contract 2):
+One ``Lifecycle`` per site, and the only state machine of incidents. For each component
+it keeps at most one active incident and decides, from the severities observed and the
+time passed in, when that incident opens, escalates, de-escalates, goes ``nodata`` and
+resolves (docs/architecture.md, "Incident lifecycle"):
 
 - A higher severity must hold for ``open_after`` before the incident opens or
   escalates; a lower one must hold for ``resolve_after`` before it de-escalates or
@@ -16,9 +17,24 @@ opens, escalates, de-escalates, goes ``nodata`` and resolves (DESIGN.md contract
   heard from is silent, a separate minor "telemetry lost" incident is raised for the
   site, and resolved by the next message from any component.
 
-The caller persists each ``Transition`` (the store writes the incident, its timeline
-and the outbox in one transaction) and feeds acknowledgements back with
-``acknowledge``. Ids come from the injected ``new_id`` so tests can replay runs.
+- Jobs (checklist, retention) ``report`` and ``clear`` findings of their own kinds: a
+  job's result is already a decision, so no holds apply; the same finding again only
+  refreshes the record.
+- ``acknowledge`` proposes the acknowledgement of an active incident.
+
+Every method *proposes* transitions and changes no incident: the caller (the incident
+service) writes each one (incident, timeline and outbox in one transaction) and then
+calls ``commit(transition)``, or ``abandon(transition)`` if the write failed; an
+abandoned transition is proposed again at the next observation or tick, so nothing is
+lost to a full disk. While a transition of an incident is proposed and not yet
+committed or abandoned, nothing else is proposed for that incident (``pending``): two
+writers (the pipeline and the ticker, or an acknowledgement) never act on the same
+stale view.
+
+Two clocks come in: ``now`` (wall time, for the timestamps people read) and ``mono``
+(monotonic, for holds and staleness), so a wall-clock jump neither delays an open nor
+fakes ``nodata``. ``mono`` defaults to ``now`` for replays and tests. Ids come from the
+injected ``new_id`` so tests can replay runs.
 """
 
 from __future__ import annotations
@@ -26,8 +42,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from ccwatch.incidents.vocabulary import EVENT_OF_CHANGE, Event
 from ccwatch.severity import Severity
 
 PRODUCTION_LOSS = "production_loss"
@@ -35,21 +52,9 @@ TELEMETRY_LOST = "telemetry_lost"
 TELEMETRY_COMPONENT = "telemetry"
 
 State = Literal["open", "acknowledged", "nodata", "resolved"]
-# What happened, as written in the timeline, and the upstream event it sends (None:
-# a refresh of the loss figure that only the store sees).
-Change = Literal[
-    "opened", "escalated", "de-escalated", "nodata", "data resumed", "resolved", "loss"
-]
-EVENT_OF_CHANGE: dict[str, str | None] = {
-    "opened": "open",
-    "escalated": "escalate",
-    "de-escalated": "update",
-    "nodata": "update",
-    "data resumed": "update",
-    "resolved": "resolve",
-    "loss": None,
-}
 _LEVELS = (Severity.NONE, Severity.MINOR, Severity.MAJOR, Severity.CRITICAL)
+_FROM_CHANGE = object()  # Transition.event's default: the event of the change
+_NO_HOLDS: list[float | None] = [None] * 4
 
 
 class Observation(Protocol):
@@ -101,17 +106,59 @@ class ActiveIncident:
     metrics: Mapping[str, float | int | bool | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Transition:
-    change: Change
-    incident: ActiveIncident  # as it is after the change
-    at: float
-    previous_severity: Severity = Severity.NONE
-    detail: str = ""  # for the timeline; defaults to the incident's impact
+    """One proposed change of one incident: what the store writes in one transaction.
 
-    @property
-    def event(self) -> str | None:
-        return EVENT_OF_CHANGE[self.change]
+    ``incident`` is the lifecycle's view after the change (None for a note on an
+    incident the lifecycle does not track, e.g. an RCA step after resolution);
+    ``updates`` sets record fields the lifecycle does not own (acknowledged_by, SLA due
+    times), ``data`` is merged into the record's ``data``; ``event`` defaults to the
+    change's (``EVENT_OF_CHANGE``); ``targets`` names the upstreams explicitly (None:
+    routed by severity); ``extras`` go into the event body.
+    """
+
+    change: str
+    incident: ActiveIncident | None
+    at: float
+    previous_severity: Severity
+    detail: str
+    incident_id: str
+    event: Event | None
+    updates: Mapping[str, Any]
+    data: Mapping[str, Any]
+    targets: tuple[str, ...] | None
+    extras: Mapping[str, Any]
+
+    def __init__(
+        self,
+        change: str,
+        incident: ActiveIncident | None,
+        at: float,
+        previous_severity: Severity = Severity.NONE,
+        detail: str = "",
+        *,
+        incident_id: str = "",
+        event: Event | object | None = _FROM_CHANGE,
+        updates: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        targets: tuple[str, ...] | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> None:
+        if incident is None and not incident_id:
+            raise ValueError("a transition needs the incident or its id")
+        set_ = object.__setattr__
+        set_(self, "change", change)
+        set_(self, "incident", incident)
+        set_(self, "at", at)
+        set_(self, "previous_severity", previous_severity)
+        set_(self, "detail", detail)
+        set_(self, "incident_id", incident.id if incident is not None else incident_id)
+        set_(self, "event", EVENT_OF_CHANGE.get(change) if event is _FROM_CHANGE else event)
+        set_(self, "updates", dict(updates or {}))
+        set_(self, "data", dict(data or {}))
+        set_(self, "targets", targets)
+        set_(self, "extras", dict(extras or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +179,7 @@ class LifecycleSettings:
 
 @dataclass(slots=True)
 class _Track:
-    """One component's state between observations."""
+    """One component's state between observations (times on the monotonic clock)."""
 
     incident: ActiveIncident | None = None
     at_least_since: list[float | None] = field(default_factory=lambda: [None] * 4)
@@ -155,8 +202,12 @@ def new_incident_id() -> str:
     return uuid.uuid4().hex
 
 
+def _key(component: str, kind: str) -> str:
+    return f"{component}\x00{kind}"
+
+
 class Lifecycle:
-    """See the module docstring. Not thread-safe; one owner (the pipeline task)."""
+    """See the module docstring. Not thread-safe; one owner (the incident service)."""
 
     def __init__(
         self,
@@ -169,6 +220,11 @@ class Lifecycle:
         self._new_id = new_id
         self._tracks: dict[str, _Track] = {}
         self.telemetry_incident: ActiveIncident | None = None
+        # Incidents raised by jobs, by (component, kind).
+        self._reported: dict[tuple[str, str], ActiveIncident] = {}
+        self._last_mono: float | None = None
+        # Proposed and not yet committed or abandoned transitions, by incident key.
+        self._pending: dict[str, int] = {}
 
     # --- queries -------------------------------------------------------------------
 
@@ -177,20 +233,54 @@ class Lifecycle:
         incidents = [t.incident for t in self._tracks.values() if t.incident is not None]
         if self.telemetry_incident is not None:
             incidents.append(self.telemetry_incident)
+        incidents.extend(self._reported.values())
         return incidents
 
     def incident_of(self, component: str) -> ActiveIncident | None:
         track = self._tracks.get(component)
         return track.incident if track else None
 
-    # --- inputs ----------------------------------------------------------------------
+    def find(self, incident_id: str) -> ActiveIncident | None:
+        return next((i for i in self.active() if i.id == incident_id), None)
 
-    def restore(self, incidents: Iterable[ActiveIncident], now: float) -> None:
+    def reported(self, component: str, kind: str) -> ActiveIncident | None:
+        return self._reported.get((component, kind))
+
+    def pending(self, incident: ActiveIncident) -> bool:
+        """Whether a transition of this incident is proposed and not yet settled."""
+        return _key(incident.component, incident.kind) in self._pending
+
+    def _propose(self, transitions: list[Transition]) -> list[Transition]:
+        for transition in transitions:
+            if transition.incident is not None:
+                key = _key(transition.incident.component, transition.incident.kind)
+                self._pending[key] = self._pending.get(key, 0) + 1
+        return transitions
+
+    def _settle(self, incident: ActiveIncident) -> None:
+        key = _key(incident.component, incident.kind)
+        left = self._pending.get(key, 0) - 1
+        if left > 0:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)
+
+    def abandon(self, transition: Transition) -> None:
+        """The store could not write ``transition``: it will be proposed again."""
+        if transition.incident is not None:
+            self._settle(transition.incident)
+
+    # --- restoring and committing ---------------------------------------------------
+
+    def restore(
+        self, incidents: Iterable[ActiveIncident], now: float, mono: float | None = None
+    ) -> None:
         """Continue the incidents the store holds (after a restart or a reload).
 
-        Their components count as heard from at ``now``, so one whose publisher is gone
+        Their components count as heard from at ``mono``, so one whose publisher is gone
         goes ``nodata`` after ``stale_after`` instead of staying open forever.
         """
+        mono = now if mono is None else mono
         for incident in incidents:
             if incident.state == "resolved" or incident.site != self.site:
                 continue
@@ -198,147 +288,269 @@ class Lifecycle:
                 self.telemetry_incident = incident
                 continue
             if incident.kind != PRODUCTION_LOSS:
+                self._reported[(incident.component, incident.kind)] = incident
                 continue
             track = self._tracks.setdefault(incident.component, _Track())
             track.incident = incident
-            track.last_data_at = now
+            track.last_data_at = mono
             track.stale = incident.state == "nodata"
-            track.loss_written_at = now
+            track.loss_written_at = mono
 
-    def acknowledge(self, incident_id: str, now: float) -> ActiveIncident | None:
-        """Record an acknowledgement made elsewhere (API, CLI); returns the incident."""
-        if self.telemetry_incident is not None and self.telemetry_incident.id == incident_id:
-            self.telemetry_incident = _acknowledged(self.telemetry_incident, now)
-            return self.telemetry_incident
-        for track in self._tracks.values():
-            if track.incident is not None and track.incident.id == incident_id:
-                track.incident = _acknowledged(track.incident, now)
-                return track.incident
-        return None
+    def commit(self, transition: Transition) -> None:
+        """The store wrote ``transition``: make it the lifecycle's state."""
+        incident = transition.incident
+        if incident is None:
+            return
+        self._settle(incident)
+        current = None if incident.state == "resolved" else incident
+        if incident.kind == TELEMETRY_LOST:
+            known = self.telemetry_incident
+            if current is not None or (known is not None and known.id == incident.id):
+                self.telemetry_incident = current
+            return
+        if incident.kind != PRODUCTION_LOSS:
+            key = (incident.component, incident.kind)
+            if current is None:
+                self._reported.pop(key, None)
+            else:
+                self._reported[key] = current
+            return
+        track = self._tracks.setdefault(incident.component, _Track())
+        if track.incident is not None and track.incident.id != incident.id and current is None:
+            return  # a late commit of an older incident of this component
+        if current is not None and track.incident is not None and track.incident.id == current.id:
+            # Peaks seen after the proposal are kept; they reach the store with the next write.
+            current = replace(
+                current,
+                peak_loss=max(current.peak_loss, track.incident.peak_loss),
+                peak_severity=max(current.peak_severity, track.incident.peak_severity),
+            )
+        track.incident = current
+        if self._last_mono is not None:
+            track.loss_written_at = self._last_mono
 
-    def observe(self, component: str, observation: Observation, now: float) -> list[Transition]:
-        """A classified measurement of ``component`` at ``now``."""
+    # --- inputs ----------------------------------------------------------------------
+
+    def acknowledge(self, incident_id: str, now: float, by: str) -> Transition | None:
+        """The acknowledgement of an active incident by ``by`` (None if it is not active
+        here or already acknowledged)."""
+        incident = self.find(incident_id)
+        if incident is None or incident.acknowledged:
+            return None
+        if self.pending(incident):
+            raise RuntimeError("acknowledge() while a change of the incident is unsettled")
+        state: State = "nodata" if incident.state == "nodata" else "acknowledged"
+        acked = replace(incident, acknowledged=True, state=state, updated_at=now)
+        transition = Transition(
+            "acknowledged",
+            acked,
+            now,
+            incident.severity,
+            f"by {by}",
+            updates={"acknowledged_at": now, "acknowledged_by": by},
+        )
+        return self._propose([transition])[0]
+
+    def report(
+        self,
+        component: str,
+        kind: str,
+        severity: Severity,
+        impact: str,
+        now: float,
+        detail: Mapping[str, Any] | None = None,
+    ) -> list[Transition]:
+        """A job's finding for component+kind: opens, escalates, de-escalates, refreshes
+        or (``Severity.NONE``) resolves its one incident."""
+        if kind in (PRODUCTION_LOSS, TELEMETRY_LOST):
+            raise ValueError(f"kind {kind!r} belongs to the MQTT pipeline")
+        existing = self._reported.get((component, kind))
+        data = {"detail": dict(detail or {})}
+        if severity == Severity.NONE:
+            if existing is None:
+                return []
+            resolved = replace(existing, state="resolved", resolved_at=now, updated_at=now)
+            return self._propose(
+                [Transition("resolved", resolved, now, existing.severity, existing.impact)]
+            )
+        if existing is None:
+            incident = ActiveIncident(
+                id=self._new_id(),
+                site=self.site,
+                component=component,
+                kind=kind,
+                severity=severity,
+                state="open",
+                production_loss=0.0,
+                peak_loss=0.0,
+                peak_severity=severity,
+                impact=impact,
+                opened_at=now,
+                updated_at=now,
+            )
+            return self._propose(
+                [Transition("opened", incident, now, Severity.NONE, impact, data=data)]
+            )
+        changed = replace(
+            existing,
+            severity=severity,
+            peak_severity=max(existing.peak_severity, severity),
+            impact=impact,
+            updated_at=now,
+        )
+        if severity == existing.severity:
+            refresh = Transition("refreshed", changed, now, existing.severity, impact, data=data)
+            return self._propose([refresh])
+        change = "escalated" if severity > existing.severity else "de-escalated"
+        detail_text = f"{existing.severity.label} -> {severity.label}: {impact}"
+        return self._propose(
+            [Transition(change, changed, now, existing.severity, detail_text, data=data)]
+        )
+
+    def observe(
+        self, component: str, observation: Observation, now: float, mono: float | None = None
+    ) -> list[Transition]:
+        """A classified measurement of ``component`` at ``now`` (wall) / ``mono``."""
+        mono = now if mono is None else mono
+        self._last_mono = mono
         track = self._tracks.get(component)
         if track is None:
             track = self._tracks[component] = _Track()
         transitions: list[Transition] = []
-        if self.telemetry_incident is not None:
+        telemetry = self.telemetry_incident
+        if telemetry is not None and not self.pending(telemetry):
             transitions.append(self._resolve_telemetry(now))
-        track.last_data_at = now
+        track.last_data_at = mono
         previous = track.last_observation
         track.last_observation = observation
         track.last_at_level[observation.severity] = observation
         if track.stale:
             track.stale = False
             track.reset_holds()
-            incident = track.incident
-            if incident is not None and incident.state == "nodata":
-                track.incident = replace(
-                    incident,
-                    state="acknowledged" if incident.acknowledged else "open",
-                    updated_at=now,
-                )
-                transitions.append(
-                    Transition("data resumed", track.incident, now, incident.severity)
-                )
+        incident = track.incident
+        # While a change of this component's incident is being written (or an open),
+        # only the holds move: the next message or tick decides, from what was written.
+        settled = _key(component, PRODUCTION_LOSS) not in self._pending
+        if settled and incident is not None and incident.state == "nodata":
+            # Proposed until written: a failed write is proposed again by the next message.
+            incident = replace(
+                incident,
+                state="acknowledged" if incident.acknowledged else "open",
+                updated_at=now,
+            )
+            transitions.append(Transition("data resumed", incident, now, incident.severity))
         severity = observation.severity
-        if previous is None or previous.severity != severity or not any(track.at_most_since):
+        if previous is None or previous.severity != severity or track.at_most_since == _NO_HOLDS:
             # The hold start times only move when the severity changes (or after a gap
             # reset them); the same severity again, the common case, leaves them be.
             at_least, at_most = track.at_least_since, track.at_most_since
             for level in (1, 2, 3):
                 if severity >= level:
                     if at_least[level] is None:
-                        at_least[level] = now
+                        at_least[level] = mono
                 else:
                     at_least[level] = None
             for level in (0, 1, 2):
                 if severity <= level:
                     if at_most[level] is None:
-                        at_most[level] = now
+                        at_most[level] = mono
                 else:
                     at_most[level] = None
-        incident = track.incident
         if incident is not None and (
             observation.loss > incident.peak_loss or observation.severity > incident.peak_severity
         ):
             # Peak figures follow every observation; they are persisted with the next write.
-            track.incident = incident = replace(
+            incident = replace(
                 incident,
                 peak_loss=max(incident.peak_loss, observation.loss),
                 peak_severity=max(incident.peak_severity, observation.severity),
             )
-        self._evaluate(component, track, now, transitions)
-        return transitions
+            if track.incident is not None and incident.state == track.incident.state:
+                track.incident = incident
+        if settled:
+            self._evaluate(component, track, incident, now, mono, transitions)
+        return self._propose(transitions)
 
-    def tick(self, now: float) -> list[Transition]:
+    def tick(self, now: float, mono: float | None = None) -> list[Transition]:
         """Time passed without data: finish holds, mark stale components, telemetry lost."""
+        mono = now if mono is None else mono
+        self._last_mono = mono
         transitions: list[Transition] = []
         stale_after = self.settings.stale_after
         for component, track in self._tracks.items():
-            if track.stale or track.last_data_at is None:
+            if track.last_data_at is None or _key(component, PRODUCTION_LOSS) in self._pending:
                 continue
-            if now - track.last_data_at >= stale_after:
-                track.stale = True
-                track.reset_holds()
+            if track.stale or mono - track.last_data_at >= stale_after:
+                if not track.stale:
+                    track.stale = True
+                    track.reset_holds()
                 incident = track.incident
                 if incident is not None and incident.state != "nodata":
-                    track.incident = replace(incident, state="nodata", updated_at=now)
-                    transitions.append(Transition("nodata", track.incident, now, incident.severity))
+                    silent = replace(incident, state="nodata", updated_at=now)
+                    transitions.append(Transition("nodata", silent, now, incident.severity))
             elif track.last_observation is not None:
-                self._evaluate(component, track, now, transitions)
+                self._evaluate(component, track, track.incident, now, mono, transitions)
         heard = [t for t in self._tracks.values() if t.last_data_at is not None]
-        if heard and self.telemetry_incident is None and all(t.stale for t in heard):
+        telemetry_pending = _key(TELEMETRY_COMPONENT, TELEMETRY_LOST) in self._pending
+        if (
+            heard
+            and self.telemetry_incident is None
+            and not telemetry_pending
+            and all(t.stale for t in heard)
+        ):
             transitions.append(self._open_telemetry(now))
-        return transitions
+        return self._propose(transitions)
 
     # --- the decisions ------------------------------------------------------------
 
     def _evaluate(
-        self, component: str, track: _Track, now: float, transitions: list[Transition]
+        self,
+        component: str,
+        track: _Track,
+        incident: ActiveIncident | None,
+        now: float,
+        mono: float,
+        transitions: list[Transition],
     ) -> None:
         observation = track.last_observation
         if observation is None:
             return
         settings = self.settings
-        incident = track.incident
         current = incident.severity if incident is not None else Severity.NONE
         target = current
         for level in range(3, current, -1):
             since = track.at_least_since[level]
-            if since is not None and now - since >= settings.open_after:
+            if since is not None and mono - since >= settings.open_after:
                 target = _LEVELS[level]
                 break
         if target == current:
             for level in range(0, current):
                 since = track.at_most_since[level]
-                if since is not None and now - since >= settings.resolve_after:
+                if since is not None and mono - since >= settings.resolve_after:
                     target = _LEVELS[level]
                     break
         if target == current:
             if (
                 incident is not None
                 and observation.loss != incident.production_loss
-                and now - track.loss_written_at >= settings.loss_refresh
+                and mono - track.loss_written_at >= settings.loss_refresh
             ):
                 # The impact sentence follows only readings at the incident's own level:
                 # while a recovery waits out resolve_after, the incident still says what
                 # it is about rather than "no production loss".
                 same_level = observation.severity == incident.severity
-                track.incident = replace(
+                refreshed = replace(
                     incident,
                     production_loss=observation.loss,
                     impact=observation.impact if same_level else incident.impact,
                     metrics=observation.metrics,
                     updated_at=now,
                 )
-                track.loss_written_at = now
-                transitions.append(Transition("loss", track.incident, now, current))
+                transitions.append(Transition("loss", refreshed, now, current))
             return
-        track.loss_written_at = now
         described = track.last_at_level[target] or observation
         if incident is None:
-            track.incident = ActiveIncident(
+            opened = ActiveIncident(
                 id=self._new_id(),
                 site=self.site,
                 component=component,
@@ -353,7 +565,7 @@ class Lifecycle:
                 updated_at=now,
                 metrics=observation.metrics,
             )
-            transitions.append(Transition("opened", track.incident, now, current))
+            transitions.append(Transition("opened", opened, now, current))
             return
         if target == Severity.NONE:
             # The record keeps its last severity and impact, so a resolved incident
@@ -366,12 +578,11 @@ class Lifecycle:
                 updated_at=now,
                 resolved_at=now,
             )
-            track.incident = None
             transitions.append(
                 Transition("resolved", resolved, now, current, f"recovered: {observation.impact}")
             )
             return
-        track.incident = replace(
+        changed = replace(
             incident,
             severity=target,
             production_loss=observation.loss,
@@ -381,8 +592,9 @@ class Lifecycle:
             metrics=observation.metrics,
             updated_at=now,
         )
-        change: Change = "escalated" if target > current else "de-escalated"
-        transitions.append(Transition(change, track.incident, now, current))
+        change = "escalated" if target > current else "de-escalated"
+        detail = f"{current.label} -> {target.label}: {changed.impact}"
+        transitions.append(Transition(change, changed, now, current, detail))
 
     def _open_telemetry(self, now: float) -> Transition:
         silent = sorted(c for c, t in self._tracks.items() if t.last_data_at is not None)
@@ -390,7 +602,7 @@ class Lifecycle:
             f"no telemetry from any component for {self.settings.stale_after:g}s "
             f"({', '.join(silent)})"
         )
-        self.telemetry_incident = ActiveIncident(
+        incident = ActiveIncident(
             id=self._new_id(),
             site=self.site,
             component=TELEMETRY_COMPONENT,
@@ -404,16 +616,10 @@ class Lifecycle:
             opened_at=now,
             updated_at=now,
         )
-        return Transition("opened", self.telemetry_incident, now, Severity.NONE)
+        return Transition("opened", incident, now, Severity.NONE)
 
     def _resolve_telemetry(self, now: float) -> Transition:
         assert self.telemetry_incident is not None
         incident = self.telemetry_incident
-        self.telemetry_incident = None
         resolved = replace(incident, state="resolved", updated_at=now, resolved_at=now)
         return Transition("resolved", resolved, now, incident.severity, "telemetry arrives again")
-
-
-def _acknowledged(incident: ActiveIncident, now: float) -> ActiveIncident:
-    state: State = "nodata" if incident.state == "nodata" else "acknowledged"
-    return replace(incident, acknowledged=True, state=state, updated_at=now)

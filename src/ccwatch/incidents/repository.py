@@ -1,27 +1,96 @@
-"""Reading and writing incidents in the state database (synchronous; pass a connection).
+"""All SQL on the ``incidents``, ``incident_timeline`` and ``outbox`` tables, and their schema.
 
-Every function takes the ``sqlite3.Connection`` that ``StateStore.run`` /
-``run_sync`` hands out, so callers choose the thread and the transaction::
+This module owns those three tables: nothing else reads or writes them with SQL. Every
+function takes the ``sqlite3.Connection`` that ``StateStore.run`` / ``run_sync`` hands
+out, so callers choose the thread and the transaction::
 
     incident = await store.run(lambda conn: load_incident(conn, incident_id))
 
-Writers that change an incident open their own ``transaction`` and write the incident,
-its timeline entry and its outbox rows (``events.enqueue_event``) together.
+Incident changes are written by ``write_transition`` only, and only the incident
+service calls it (docs/architecture.md, "One write path"): the incident, its timeline
+entry and its outbox rows in one transaction. The ticket dispatcher reads the outbox and
+records delivery outcomes through the functions at the end.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ccwatch.incidents.events import Upstream, enqueue_event
-from ccwatch.incidents.lifecycle import ActiveIncident, Transition
+from ccwatch.incidents.events import BodyExtras, Upstream, event_body, route
+from ccwatch.incidents.lifecycle import Transition
 from ccwatch.incidents.model import Incident, TimelineEntry
-from ccwatch.incidents.store import transaction
+from ccwatch.incidents.vocabulary import SILENT_CHANGES, Event
 from ccwatch.severity import Severity
+from ccwatch.state import Migrations, transaction
+
+MIGRATIONS = Migrations(
+    "incidents",
+    {
+        1: """
+    CREATE TABLE incidents (
+        id               TEXT PRIMARY KEY,
+        site             TEXT NOT NULL,
+        component        TEXT NOT NULL,
+        kind             TEXT NOT NULL DEFAULT 'production_loss',
+        severity         INTEGER NOT NULL,
+        peak_severity    INTEGER NOT NULL,
+        state            TEXT NOT NULL,
+        production_loss  REAL NOT NULL,
+        peak_loss        REAL NOT NULL,
+        impact           TEXT NOT NULL,
+        opened_at        REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        acknowledged_at  REAL,
+        acknowledged_by  TEXT,
+        resolved_at      REAL,
+        first_response_due  REAL,
+        resolution_due   REAL,
+        rca_due          REAL,
+        seq              INTEGER NOT NULL DEFAULT 0,
+        data             TEXT NOT NULL DEFAULT '{}'
+    );
+    -- One incident per site+component at a time: escalation updates it, never a new one.
+    CREATE UNIQUE INDEX incidents_one_active
+        ON incidents (site, component, kind) WHERE state != 'resolved';
+    CREATE INDEX incidents_by_opened ON incidents (opened_at);
+    CREATE INDEX incidents_by_state ON incidents (state, opened_at);
+
+    CREATE TABLE incident_timeline (
+        id               INTEGER PRIMARY KEY,
+        incident_id      TEXT NOT NULL REFERENCES incidents (id),
+        at               REAL NOT NULL,
+        change           TEXT NOT NULL,
+        severity         INTEGER NOT NULL,
+        state            TEXT NOT NULL,
+        production_loss  REAL NOT NULL,
+        detail           TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX incident_timeline_by_incident ON incident_timeline (incident_id, id);
+
+    CREATE TABLE outbox (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        upstream         TEXT NOT NULL,
+        incident_id      TEXT NOT NULL,
+        seq              INTEGER NOT NULL,
+        event            TEXT NOT NULL,
+        idempotency_key  TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        created_at       REAL NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending',
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        last_error       TEXT,
+        delivered_at     REAL,
+        UNIQUE (upstream, idempotency_key)
+    );
+    CREATE INDEX outbox_pending ON outbox (upstream, status, id);
+    """,
+    },
+)
 
 STATES = ("open", "acknowledged", "nodata", "resolved")
 ACTIVE = "active"  # a filter meaning every state but resolved
@@ -65,6 +134,24 @@ def list_incidents(
 
 def active_incidents(conn: sqlite3.Connection, site: str | None = None) -> list[Incident]:
     return list_incidents(conn, state=ACTIVE, site=site, limit=1_000_000)
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching ``prefix`` literally (``%`` and ``_`` are not wildcards)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def find_by_prefix(conn: sqlite3.Connection, id_or_prefix: str) -> Incident | None:
+    """The incident with this id, or the only one whose id starts with it (6+ characters)."""
+    incident = load_incident(conn, id_or_prefix)
+    if incident is not None or len(id_or_prefix) < 6:
+        return incident
+    rows = conn.execute(
+        "SELECT id FROM incidents WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+        (_like_prefix(id_or_prefix),),
+    ).fetchall()
+    return load_incident(conn, rows[0][0]) if len(rows) == 1 else None
 
 
 def find_active(conn: sqlite3.Connection, site: str, component: str, kind: str) -> Incident | None:
@@ -114,52 +201,6 @@ def append_timeline(
     )
 
 
-# --- writing lifecycle transitions ----------------------------------------------------
-
-
-def merge_active(stored: Incident | None, active: ActiveIncident) -> Incident:
-    """The stored record with the lifecycle's fields applied (ack and SLA fields kept).
-
-    An incident acknowledged elsewhere (the CLI writes the database directly) stays
-    ``acknowledged`` when the lifecycle returns it to ``open``.
-    """
-    data: dict[str, Any] = dict(stored.data) if stored is not None else {}
-    if active.metrics:
-        data["metrics"] = dict(active.metrics)
-    state = active.state
-    if state == "open" and stored is not None and stored.acknowledged_at is not None:
-        state = "acknowledged"
-    if stored is None:
-        return Incident(
-            id=active.id,
-            site=active.site,
-            component=active.component,
-            kind=active.kind,
-            severity=active.severity,
-            peak_severity=active.peak_severity,
-            state=state,
-            production_loss=active.production_loss,
-            peak_loss=active.peak_loss,
-            impact=active.impact,
-            opened_at=active.opened_at,
-            updated_at=active.updated_at,
-            resolved_at=active.resolved_at,
-            data=data,
-        )
-    return replace(
-        stored,
-        severity=active.severity,
-        peak_severity=max(stored.peak_severity, active.peak_severity),
-        state=state,
-        production_loss=active.production_loss,
-        peak_loss=max(stored.peak_loss, active.peak_loss),
-        impact=active.impact,
-        updated_at=active.updated_at,
-        resolved_at=active.resolved_at,
-        data=data,
-    )
-
-
 def save_incident(conn: sqlite3.Connection, incident: Incident) -> None:
     """Insert or update the whole record (no timeline, no event)."""
     conn.execute(
@@ -200,119 +241,314 @@ def save_incident(conn: sqlite3.Connection, incident: Incident) -> None:
     )
 
 
-def change_detail(transition: Transition) -> str:
-    incident = transition.incident
-    if transition.detail:
-        return transition.detail
-    if transition.change in ("escalated", "de-escalated"):
-        return (
-            f"{transition.previous_severity.label} -> {incident.severity.label}: {incident.impact}"
+# --- the one write path ---------------------------------------------------------------
+
+
+def apply_transition(stored: Incident | None, transition: Transition) -> Incident:
+    """The record after ``transition``: the lifecycle's fields, then ``updates`` and ``data``."""
+    active = transition.incident
+    if stored is None and active is None:
+        raise UnknownIncidentError(transition.incident_id)
+    data: dict[str, Any] = dict(stored.data) if stored is not None else {}
+    if active is not None and active.metrics:
+        data["metrics"] = dict(active.metrics)
+    data.update(transition.data)
+    if active is None:
+        assert stored is not None
+        record = replace(stored, updated_at=transition.at, data=data)
+    elif stored is None:
+        record = Incident(
+            id=active.id,
+            site=active.site,
+            component=active.component,
+            kind=active.kind,
+            severity=active.severity,
+            peak_severity=active.peak_severity,
+            state=active.state,
+            production_loss=active.production_loss,
+            peak_loss=active.peak_loss,
+            impact=active.impact,
+            opened_at=active.opened_at,
+            updated_at=active.updated_at,
+            resolved_at=active.resolved_at,
+            data=data,
         )
-    return incident.impact
+    else:
+        record = replace(
+            stored,
+            severity=active.severity,
+            peak_severity=max(stored.peak_severity, active.peak_severity),
+            state=active.state,
+            production_loss=active.production_loss,
+            peak_loss=max(stored.peak_loss, active.peak_loss),
+            impact=active.impact,
+            updated_at=active.updated_at,
+            resolved_at=active.resolved_at,
+            data=data,
+        )
+    if transition.updates:
+        record = replace(record, **dict(transition.updates))
+    return record
+
+
+def change_detail(transition: Transition, incident: Incident) -> str:
+    return transition.detail or incident.impact
 
 
 def write_transition(
     conn: sqlite3.Connection,
     transition: Transition,
     upstreams: Sequence[Upstream],
-    extras: Mapping[str, Any] | None = None,
-) -> Incident:
-    """Persist one lifecycle transition: incident, timeline entry and outbox rows, atomically."""
+    extras: BodyExtras | None = None,
+    hold_open_until: float | None = None,
+) -> tuple[Incident, list[str]]:
+    """Write one change: the incident, its timeline entry and its outbox rows, atomically.
+
+    Returns the record as written and the upstreams its event was queued for.
+    ``hold_open_until`` keeps an ``open`` event's rows back until then (or until
+    ``attach_diagnostics`` releases them), so they go out with the diagnostics.
+    """
     with transaction(conn):
-        stored = load_incident(conn, transition.incident.id)
-        incident = merge_active(stored, transition.incident)
+        stored = load_incident(conn, transition.incident_id)
+        incident = apply_transition(stored, transition)
         event = transition.event
         if event is not None:
             incident = replace(incident, seq=incident.seq + 1)
         save_incident(conn, incident)
-        if transition.change != "loss":
+        if transition.change not in SILENT_CHANGES:
             append_timeline(
-                conn, incident, transition.change, transition.at, change_detail(transition)
+                conn,
+                incident,
+                transition.change,
+                transition.at,
+                change_detail(transition, incident),
             )
+        names: list[str] = []
         if event is not None:
-            enqueue_event(conn, incident, event, upstreams, transition.at, extras)
-    return incident
+            body_extras = dict(extras(incident, event)) if extras is not None else {}
+            body_extras.update(transition.extras)
+            names = (
+                list(transition.targets)
+                if transition.targets is not None
+                else route(incident, event, upstreams)
+            )
+            due = transition.at
+            if hold_open_until is not None and event is Event.OPEN:
+                due = hold_open_until
+            _enqueue(conn, incident, event, names, transition.at, due, body_extras)
+    return incident, names
 
 
-def record_event(
-    conn: sqlite3.Connection,
-    incident_id: str,
-    event: str,
-    change: str,
-    now: float,
-    upstreams: Sequence[Upstream],
-    extras: Mapping[str, Any] | None = None,
-    detail: str = "",
-    updates: Mapping[str, Any] | None = None,
-) -> Incident:
-    """Append a timeline entry and send ``event`` for an incident, in one transaction.
-
-    For changes the lifecycle does not make (an SLA escalation step, a note): ``change``
-    names it in the timeline; ``updates`` may set record fields at the same time
-    (e.g. ``{"resolution_due": …}`` or ``{"data": {...}}``). Raises
-    ``UnknownIncidentError`` for an unknown id.
-    """
-    with transaction(conn):
-        stored = load_incident(conn, incident_id)
-        if stored is None:
-            raise UnknownIncidentError(incident_id)
-        incident = replace(stored, **dict(updates or {}), seq=stored.seq + 1, updated_at=now)
-        save_incident(conn, incident)
-        append_timeline(conn, incident, change, now, detail)
-        enqueue_event(conn, incident, event, upstreams, now, extras)
-    return incident
-
-
-def acknowledge(
-    conn: sqlite3.Connection,
-    incident_id: str,
-    by: str,
-    now: float,
-    upstreams: Sequence[Upstream],
-    extras: Mapping[str, Any] | None = None,
-) -> Incident:
-    """Mark an incident acknowledged by ``by``: timeline entry plus an ``update`` event.
-
-    Acknowledging twice keeps the first time and sends nothing new; a resolved incident
-    cannot be acknowledged (ValueError). Raises ``UnknownIncidentError`` for an unknown id.
-    """
-    with transaction(conn):
-        stored = load_incident(conn, incident_id)
-        if stored is None:
-            raise UnknownIncidentError(incident_id)
-        if stored.acknowledged_at is not None:
-            return stored
-        if stored.state == "resolved":
-            raise ValueError(f"incident {incident_id} is resolved; nothing to acknowledge")
-        incident = replace(
-            stored,
-            state="nodata" if stored.state == "nodata" else "acknowledged",
-            acknowledged_at=now,
-            acknowledged_by=by,
-            seq=stored.seq + 1,
-            updated_at=now,
-        )
-        save_incident(conn, incident)
-        append_timeline(conn, incident, "acknowledged", now, f"by {by}")
-        enqueue_event(conn, incident, "update", upstreams, now, extras)
-    return incident
-
-
-def external_change(
+def _enqueue(
     conn: sqlite3.Connection,
     incident: Incident,
-    change: str,
-    event: str,
+    event: Event,
+    names: Sequence[str],
     now: float,
-    upstreams: Sequence[Upstream],
-    extras: Mapping[str, Any] | None = None,
-) -> Incident:
-    """Write an incident raised or cleared by a job (checklist, retention) with its event."""
+    due: float,
+    extras: Mapping[str, Any],
+) -> None:
+    if not names:
+        return
+    body = json.dumps(event_body(incident, event, extras), separators=(",", ":"), default=str)
+    idempotency_key = f"{incident.dedup_key}:{incident.seq}"
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
+        " created_at, status, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        [
+            (name, incident.id, incident.seq, event.value, idempotency_key, body, now, due)
+            for name in names
+        ],
+    )
+
+
+def attach_diagnostics(
+    conn: sqlite3.Connection, incident_id: str, seq: int, diagnostics: Mapping[str, Any], now: float
+) -> int:
+    """Put diagnostics into the still pending rows of an incident's event ``seq`` and
+    release them; returns how many rows were changed."""
     with transaction(conn):
-        stored = load_incident(conn, incident.id)
-        seq = stored.seq if stored is not None else incident.seq
-        updated = replace(incident, seq=seq + 1)
-        save_incident(conn, updated)
-        append_timeline(conn, updated, change, now, updated.impact)
-        enqueue_event(conn, updated, event, upstreams, now, extras)
-    return updated
+        rows = conn.execute(
+            "SELECT id, body FROM outbox WHERE incident_id = ? AND seq = ? AND status = 'pending'",
+            (incident_id, seq),
+        ).fetchall()
+        for row_id, body_text in rows:
+            body = json.loads(body_text)
+            merged = dict(body.get("diagnostics") or {})
+            merged.update(diagnostics)
+            body["diagnostics"] = merged
+            conn.execute(
+                "UPDATE outbox SET body = ?, next_attempt_at = MIN(next_attempt_at, ?)"
+                " WHERE id = ?",
+                (json.dumps(body, separators=(",", ":"), default=str), now, row_id),
+            )
+    return len(rows)
+
+
+def release_held(conn: sqlite3.Connection, incident_id: str, seq: int, now: float) -> None:
+    """Let the held rows of event ``seq`` go out without diagnostics."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?)"
+            " WHERE incident_id = ? AND seq = ? AND status = 'pending'",
+            (now, incident_id, seq),
+        )
+
+
+# --- the outbox, for the ticket dispatcher -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    upstream: str
+    incident_id: str
+    seq: int
+    event: str
+    idempotency_key: str
+    body: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    row_id: int
+    status: str  # delivered | pending | dead
+    error: str | None
+    next_attempt_at: float
+
+
+_OUTBOX_COLUMNS = (
+    "o.id, o.upstream, o.incident_id, o.seq, o.event, o.idempotency_key, o.body,"
+    " o.created_at, o.attempts, o.next_attempt_at"
+)
+
+# The head (oldest pending row) of each incident on one upstream. One pass over the
+# upstream's pending rows (index outbox_pending), so a 10,000-row backlog stays cheap.
+_SELECT_READY = f"""
+SELECT {_OUTBOX_COLUMNS}
+FROM outbox AS o
+JOIN (SELECT MIN(id) AS id FROM outbox
+      WHERE upstream = :upstream AND status = 'pending'
+      GROUP BY incident_id) AS head ON head.id = o.id
+ORDER BY o.id
+LIMIT :limit
+"""
+
+
+def select_ready(conn: sqlite3.Connection, upstream: str, limit: int) -> list[OutboxRow]:
+    """The head row of each incident waiting on ``upstream`` (due or not), oldest first."""
+    cursor = conn.execute(_SELECT_READY, {"upstream": upstream, "limit": limit})
+    return [OutboxRow(*row) for row in cursor.fetchall()]
+
+
+def record_outcomes(
+    conn: sqlite3.Connection, outcomes: Iterable[Outcome], now: float
+) -> list[OutboxRow]:
+    """Record delivery attempts; returns the rows that were dead-lettered just now."""
+    dead: list[int] = []
+    with transaction(conn):
+        for outcome in outcomes:
+            if outcome.status == "delivered":
+                conn.execute(
+                    "UPDATE outbox SET status = 'delivered', delivered_at = ?, "
+                    "attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                    (now, outcome.row_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "
+                    "next_attempt_at = ? WHERE id = ?",
+                    (outcome.status, outcome.error, outcome.next_attempt_at, outcome.row_id),
+                )
+            if outcome.status == "dead":
+                dead.append(outcome.row_id)
+    if not dead:
+        return []
+    marks = ", ".join("?" for _ in dead)
+    rows = conn.execute(
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox AS o WHERE o.id IN ({marks}) ORDER BY o.id", dead
+    ).fetchall()
+    return [OutboxRow(*row) for row in rows]
+
+
+def outbox_depth(conn: sqlite3.Connection, upstream: str) -> tuple[int, float | None]:
+    count, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE upstream = ? AND status = 'pending'",
+        (upstream,),
+    ).fetchone()
+    return int(count), oldest
+
+
+def last_delivered(conn: sqlite3.Connection, upstream: str) -> list[OutboxRow]:
+    """The newest delivered row of each incident on ``upstream`` (for adapters that keep
+    state upstream, such as Alertmanager's firing alerts, to pick up after a restart)."""
+    rows = conn.execute(
+        f"""
+        SELECT {_OUTBOX_COLUMNS}
+        FROM outbox AS o
+        JOIN (SELECT MAX(id) AS id FROM outbox
+              WHERE upstream = ? AND status = 'delivered'
+              GROUP BY incident_id) AS newest ON newest.id = o.id
+        ORDER BY o.id
+        """,
+        (upstream,),
+    ).fetchall()
+    return [OutboxRow(*row) for row in rows]
+
+
+def outbox_rows(
+    conn: sqlite3.Connection,
+    *,
+    incident_id: str | None = None,
+    status: str | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Outbox rows (newest first) for ``ccwatch incidents show`` / ``ccwatch tickets list``."""
+    clauses, params = [], []
+    if incident_id is not None:
+        clauses.append("incident_id = ?")
+        params.append(incident_id)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    cursor = conn.execute(
+        "SELECT id, upstream, incident_id, seq, event, idempotency_key, status, attempts, "
+        f"created_at, next_attempt_at, delivered_at, last_error FROM outbox {where} "
+        "ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    )
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def retry_dead(conn: sqlite3.Connection, row_ids: Iterable[int], now: float) -> int:
+    """Put dead-lettered rows back to pending (after the operator fixed the cause)."""
+    changed = 0
+    with transaction(conn):
+        for row_id in row_ids:
+            changed += conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at = ?, attempts = 0 "
+                "WHERE id = ? AND status = 'dead'",
+                (now, row_id),
+            ).rowcount
+    return changed
+
+
+def watched_incidents(
+    conn: sqlite3.Connection, site: str, since: float, only: Iterable[str] | None
+) -> list[Incident]:
+    """Unresolved incidents and those resolved since ``since`` (the SLA watcher's set)."""
+    query = "SELECT * FROM incidents WHERE site = ? AND (state != 'resolved' OR resolved_at >= ?)"
+    params: list[Any] = [site, since]
+    if only is not None:
+        ids = list(only)
+        if not ids:
+            return []
+        query += f" AND id IN ({', '.join('?' for _ in ids)})"
+        params.extend(ids)
+    rows = conn.execute(query + " ORDER BY opened_at", params).fetchall()
+    return [Incident.from_row(row) for row in rows]

@@ -1,35 +1,45 @@
-"""The incident service: the lifecycle's decisions made durable, and the incident API.
+"""The incident service: the one door through which every incident change goes.
 
-``IncidentService`` owns the site's ``Lifecycle`` (pure) and writes every transition
-through the repository (incident + timeline + outbox in one transaction). It is also
-what other features call:
+Whatever changes an incident — the MQTT pipeline's observations and the ticker, an
+acknowledgement (API or CLI), the SLA watcher, a dead-lettered ticket, a checklist or
+retention job — comes here. The service asks the one state machine (``Lifecycle``) for
+the transition, writes it with ``repository.write_transition`` (incident, timeline and
+outbox rows in one transaction) and only then commits it to the lifecycle and tells
+``on_change``. A write that fails is counted and logged and the transition abandoned:
+the lifecycle proposes it again at the next observation or tick, so a full disk delays
+an open, it never loses one. See docs/architecture.md, "One write path".
 
-- ``acknowledge(incident_id, by)`` — the ack flow (API/CLI of the tickets feature);
-- ``record_event(incident_id, event, change, ...)`` — e.g. an SLA escalation step;
-- ``report(...)`` / ``clear(...)`` — ``ExternalIncidents`` for the checklist and
-  retention jobs (no holds: a job's result is already a decision);
-- ``event_extras`` — a hook ``(incident, event) -> {"sla": …, "diagnostics": …}`` merged
-  into every outbox body (sync or async), set at construction or later;
-- ``add_listener(fn)`` — called with ``(incident, change)`` after each committed change
-  (wake the outbox dispatcher, measure latency in the bench).
+Entries:
+
+- ``observe`` (sync, the pipeline's hot path) + ``apply``; ``tick`` / ``run_ticker``;
+- ``acknowledge(incident_id, by)``;
+- ``note(incident_id, change, ...)`` — a change that is not the lifecycle's: an SLA step,
+  a breach, new due times, a dead-lettered ticket;
+- ``report`` / ``clear`` — ``ExternalIncidents`` for the checklist and retention jobs.
+
+Slow I/O stays off the write path: the SLA due times of a body (``body_extras``) are
+pure arithmetic done inside the transaction; diagnostics (process facts, log tails) are
+gathered after the commit on their own threads, with a deadline, and attached to the
+open event's rows, which wait for them at most that long.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ccwatch.config import Config
+from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
-from ccwatch.incidents.events import EventExtras
+from ccwatch.incidents.events import BodyExtras, Upstream
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.incidents.lifecycle import (
     Lifecycle,
@@ -39,13 +49,16 @@ from ccwatch.incidents.lifecycle import (
     new_incident_id,
 )
 from ccwatch.incidents.model import Incident
-from ccwatch.incidents.store import StateStore
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
 from ccwatch.severity import Severity
+from ccwatch.state import StateStore
 
 logger = logging.getLogger(__name__)
 
-Listener = Callable[[Incident, str], None]
+OnChange = Callable[[Incident, str], None]
+Diagnostics = Callable[[Incident], Mapping[str, Any]]
+DIAGNOSTICS_TIMEOUT = 3.0
 
 
 class IncidentMetrics:
@@ -64,20 +77,28 @@ class IncidentMetrics:
         )
         self.write_failures = Counter(
             "ccwatch_incident_write_failures_total",
-            "Incident changes that could not be written to the state database",
+            "Incident changes that could not be written to the state database (retried)",
             registry=registry,
         )
         for severity in (Severity.MINOR, Severity.MAJOR, Severity.CRITICAL):
             self.open.labels(severity=severity.label).set(0)
 
 
-def lifecycle_settings(config: Config) -> LifecycleSettings:
-    classification = config.classification
-    return LifecycleSettings(
-        open_after=classification.open_after.total_seconds(),
-        resolve_after=classification.resolve_after.total_seconds(),
-        stale_after=classification.stale_after.total_seconds(),
-    )
+@dataclass(frozen=True)
+class IncidentSettings:
+    """What the service needs of the configuration (built by the composition root)."""
+
+    site: str
+    lifecycle: LifecycleSettings
+    upstreams: Sequence[Upstream] = ()
+
+
+class IncidentWriteError(StateStoreError):
+    """An incident change could not be written (the state database failed)."""
+
+
+def _ignore(incident: Incident, change: str) -> None:
+    return None
 
 
 class IncidentService:
@@ -86,35 +107,49 @@ class IncidentService:
     def __init__(
         self,
         store: StateStore,
-        config: Config,
+        settings: IncidentSettings,
         registry: CollectorRegistry,
+        *,
         clock: Callable[[], float] = time.time,
-        event_extras: EventExtras | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        body_extras: BodyExtras | None = None,
+        diagnostics: Diagnostics | None = None,
+        diagnostics_timeout: float = DIAGNOSTICS_TIMEOUT,
+        on_change: OnChange = _ignore,
         new_id: Callable[[], str] = new_incident_id,
     ) -> None:
         self.store = store
-        self.config = config
+        self.settings = settings
         self.clock = clock
-        self.event_extras = event_extras
+        self.monotonic = monotonic
+        self.body_extras = body_extras
+        self.diagnostics = diagnostics
+        self.diagnostics_timeout = diagnostics_timeout
+        self.on_change = on_change
         self._new_id = new_id
         self.metrics = shared_metrics(IncidentMetrics, registry)
-        self.lifecycle = Lifecycle(config.site, lifecycle_settings(config), new_id)
-        self._listeners: list[Listener] = []
+        self.lifecycle = Lifecycle(settings.site, settings.lifecycle, new_id)
         # Unresolved incidents by id -> severity, for ccwatch_incidents_open.
         self._open: dict[str, Severity] = {}
-        # Transitions of one incident must reach the database in the order they happened;
-        # the pipeline and the ticker both write, so writes take turns.
-        self._write_lock = asyncio.Lock()
+        # Writes take turns (the order of one incident's changes is the order written);
+        # waiters for "no change of this incident in flight" wait on the condition.
+        self._lock = asyncio.Lock()
+        self._settled = asyncio.Condition(self._lock)
+        self._diagnostics_pool: ThreadPoolExecutor | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def site(self) -> str:
+        return self.settings.site
 
     # --- set-up ---------------------------------------------------------------------
 
     def load_sync(self) -> int:
         """Continue the unresolved incidents in the store; returns how many."""
-        incidents = self.store.run_sync(
-            lambda conn: repository.active_incidents(conn, self.config.site)
-        )
-        self.lifecycle = Lifecycle(self.config.site, lifecycle_settings(self.config), self._new_id)
-        self.lifecycle.restore((i.as_active() for i in incidents), self.clock())
+        site = self.settings.site
+        incidents = self.store.run_sync(lambda conn: repository.active_incidents(conn, site))
+        self.lifecycle = Lifecycle(site, self.settings.lifecycle, self._new_id)
+        self.lifecycle.restore((i.as_active() for i in incidents), self.clock(), self.monotonic())
         self._open = {i.id: i.severity for i in incidents}
         self._update_open_gauge()
         if incidents:
@@ -128,22 +163,45 @@ class IncidentService:
     async def load(self) -> int:
         return await asyncio.get_running_loop().run_in_executor(None, self.load_sync)
 
-    def reconfigure(self, config: Config) -> None:
-        """A reloaded config: new thresholds and holds apply from now, incidents continue."""
-        self.config = config
-        self.lifecycle.settings = lifecycle_settings(config)
+    def reconfigure(
+        self,
+        settings: IncidentSettings,
+        *,
+        body_extras: BodyExtras | None = None,
+        diagnostics: Diagnostics | None = None,
+        on_change: OnChange = _ignore,
+    ) -> None:
+        """A (re)loaded config: new holds, routes and hooks apply from now; incidents go on."""
+        self.settings = settings
+        self.lifecycle.settings = settings.lifecycle
+        self.body_extras = body_extras
+        self.diagnostics = diagnostics
+        self.on_change = on_change
 
-    def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    async def wait_background(self) -> None:
+        """Until the diagnostics being gathered are attached (tests, a clean stop)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._diagnostics_pool is not None:
+            self._diagnostics_pool.shutdown(wait=False, cancel_futures=True)
+            self._diagnostics_pool = None
 
     # --- the pipeline's side ------------------------------------------------------------
 
     def observe(self, component: str, observation: Observation, now: float) -> list[Transition]:
         """Feed one classified measurement (sync); ``apply`` the transitions it returns."""
-        return self.lifecycle.observe(component, observation, now)
+        return self.lifecycle.observe(component, observation, now, self.monotonic())
 
-    async def tick(self, now: float | None = None) -> list[Transition]:
-        transitions = self.lifecycle.tick(self.clock() if now is None else now)
+    async def tick(self, now: float | None = None, mono: float | None = None) -> list[Transition]:
+        at = self.clock() if now is None else now
+        transitions = self.lifecycle.tick(at, self.monotonic() if mono is None else mono)
         if transitions:
             await self.apply(transitions)
         return transitions
@@ -157,143 +215,103 @@ class IncidentService:
             except Exception:
                 logger.exception("incident ticker failed (a ccwatch bug); continuing")
 
-    async def apply(self, transitions: list[Transition]) -> None:
-        """Write transitions in order; a failed write is logged and counted, never raised."""
-        async with self._write_lock:
-            for transition in transitions:
-                await self._write(transition)
+    async def apply(self, transitions: Sequence[Transition]) -> None:
+        """Write proposed transitions in order. A failed write is logged and counted, and
+        it and the rest are abandoned (proposed again later), never raised."""
+        async with self._settled:
+            for index, transition in enumerate(transitions):
+                try:
+                    await self._write(transition)
+                except IncidentWriteError:
+                    for later in transitions[index + 1 :]:
+                        self.lifecycle.abandon(later)
+                    break
+            self._settled.notify_all()
 
-    async def _write(self, transition: Transition) -> None:
-        upstreams = self.config.tickets
-        event = transition.event
-        try:
-            extras = None
-            if event is not None and self.event_extras is not None:
-                stored = await self.store.run(
-                    lambda conn: repository.load_incident(conn, transition.incident.id)
-                )
-                preview = repository.merge_active(stored, transition.incident)
-                preview = replace(preview, seq=preview.seq + 1)
-                extras = await self._extras(preview, event)
-            incident = await self.store.run(
-                lambda conn: repository.write_transition(conn, transition, upstreams, extras)
-            )
-        except (sqlite3.Error, OSError) as exc:
-            self.metrics.write_failures.inc()
-            logger.error(
-                "could not save incident %s (%s %s): %s; check the state database at %s",
-                transition.incident.id,
-                transition.incident.component,
-                transition.change,
-                exc,
-                self.store.path,
-            )
-            return
-        if transition.change != "loss":
-            self.metrics.changes.labels(change=transition.change).inc()
-            logger.info(
-                "incident %s %s: %s %s (%s), %s",
-                incident.id[:8],
-                transition.change,
-                incident.component,
-                incident.severity.label,
-                incident.state,
-                incident.impact,
-            )
-        self._committed(incident, transition.change)
-
-    async def _extras(self, incident: Incident, event: str) -> Mapping[str, Any] | None:
-        if self.event_extras is None:
-            return None
-        try:
-            result = self.event_extras(incident, event)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except Exception:
-            # The ticket must still go out: without extras rather than not at all.
-            logger.exception(
-                "event_extras hook failed for incident %s; sending without", incident.id
-            )
-            return None
-
-    def _committed(self, incident: Incident, change: str) -> None:
-        if incident.state == "resolved":
-            self._open.pop(incident.id, None)
-        else:
-            self._open[incident.id] = incident.severity
-        self._update_open_gauge()
-        for listener in self._listeners:
-            try:
-                listener(incident, change)
-            except Exception:
-                logger.exception("incident listener failed")
-
-    def _update_open_gauge(self) -> None:
-        counts = dict.fromkeys((Severity.MINOR, Severity.MAJOR, Severity.CRITICAL), 0)
-        for severity in self._open.values():
-            if severity in counts:
-                counts[severity] += 1
-        for severity, count in counts.items():
-            self.metrics.open.labels(severity=severity.label).set(count)
-
-    # --- the repository API for other features ----------------------------------------
-
-    async def get(self, incident_id: str) -> Incident | None:
-        return await self.store.run(lambda conn: repository.load_incident(conn, incident_id))
-
-    async def list_incidents(self, state: str | None = None) -> list[Incident]:
-        return await self.store.run(lambda conn: repository.list_incidents(conn, state=state))
+    # --- acknowledgements, notes, jobs ------------------------------------------------
 
     async def acknowledge(self, incident_id: str, by: str, now: float | None = None) -> Incident:
-        """Acknowledge (timeline + ``update`` event). Raises ``UnknownIncidentError`` or
-        ValueError (resolved)."""
-        at = self.clock() if now is None else now
-        async with self._write_lock:
-            stored = await self.get(incident_id)
-            if stored is None:
-                raise repository.UnknownIncidentError(incident_id)
-            extras = None
-            if stored.acknowledged_at is None and stored.state != "resolved":
-                preview = replace(
-                    stored, acknowledged_at=at, acknowledged_by=by, seq=stored.seq + 1
-                )
-                extras = await self._extras(preview, "update")
-            upstreams = self.config.tickets
-            incident = await self.store.run(
-                lambda conn: repository.acknowledge(conn, incident_id, by, at, upstreams, extras)
-            )
-            self.lifecycle.acknowledge(incident_id, at)
-            self._committed(incident, "acknowledged")
-            return incident
+        """Acknowledge (stops the first-response clock; event ``acknowledge``).
 
-    async def record_event(
+        Acknowledging twice keeps the first; raises ``UnknownIncidentError``, ValueError
+        for a resolved incident, ``IncidentWriteError`` if the store fails.
+        """
+        async with self._settled:
+            await self._settled.wait_for(lambda: not self._in_flight(incident_id))
+            at = self.clock() if now is None else now
+            active = self.lifecycle.find(incident_id)
+            transition: Transition | None = None
+            if active is not None and not active.acknowledged:
+                # Proposed before any await: from here the pipeline leaves it alone.
+                transition = self.lifecycle.acknowledge(incident_id, at, by)
+            if transition is None:
+                stored = await self.store.run(
+                    lambda conn: repository.load_incident(conn, incident_id)
+                )
+                if stored is None:
+                    raise repository.UnknownIncidentError(incident_id)
+                if stored.acknowledged_at is not None:
+                    return stored
+                if stored.state == "resolved":
+                    raise ValueError(f"incident {incident_id} is resolved; nothing to acknowledge")
+                # Active in the store but not in this site's lifecycle (another site's).
+                state = "nodata" if stored.state == "nodata" else "acknowledged"
+                transition = Transition(
+                    "acknowledged",
+                    None,
+                    at,
+                    stored.severity,
+                    f"by {by}",
+                    incident_id=incident_id,
+                    updates={"state": state, "acknowledged_at": at, "acknowledged_by": by},
+                )
+            try:
+                return await self._write(transition)
+            finally:
+                self._settled.notify_all()
+
+    async def note(
         self,
         incident_id: str,
-        event: str,
         change: str,
         *,
+        event: Event | None = None,
         detail: str = "",
         updates: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        targets: Sequence[str] | None = None,
+        extras: Mapping[str, Any] | None = None,
         now: float | None = None,
     ) -> Incident:
-        """Timeline entry + ``event`` to the routed upstreams (e.g. an SLA escalation)."""
-        at = self.clock() if now is None else now
-        async with self._write_lock:
-            stored = await self.get(incident_id)
-            if stored is None:
-                raise repository.UnknownIncidentError(incident_id)
-            extras = await self._extras(replace(stored, **dict(updates or {})), event)
-            upstreams = self.config.tickets
-            incident = await self.store.run(
-                lambda conn: repository.record_event(
-                    conn, incident_id, event, change, at, upstreams, extras, detail, updates
-                )
-            )
-            self._committed(incident, change)
-            return incident
+        """A change the lifecycle does not make: timeline ``change`` (unless silent),
+        record ``updates``/``data``, and ``event`` to the routed upstreams or ``targets``.
 
-    # --- ExternalIncidents (checklist, retention) ---------------------------------------
+        Raises ``UnknownIncidentError`` or ``IncidentWriteError``.
+        """
+        at = self.clock() if now is None else now
+        transition = Transition(
+            change,
+            None,
+            at,
+            detail=detail,
+            incident_id=incident_id,
+            event=event,
+            updates=updates,
+            data=data,
+            targets=tuple(targets) if targets is not None else None,
+            extras=extras,
+        )
+        async with self._settled:
+            return await self._write(transition)
+
+    async def note_dead_letter(self, row: repository.OutboxRow, error: str) -> None:
+        """An upstream refused an event for good: say so on the incident's timeline."""
+        detail = (
+            f"{row.upstream} refused {row.event} #{row.seq} for good (outbox id {row.id}; "
+            f"`ccwatch tickets retry {row.id}` after fixing): {error}"
+        )
+        with contextlib.suppress(repository.UnknownIncidentError):
+            await self.note(row.incident_id, "ticket_dead", detail=detail)
 
     async def report(
         self,
@@ -304,87 +322,142 @@ class IncidentService:
         impact: str,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        if severity == Severity.NONE:
-            await self.clear(component=component, kind=kind)
-            return
-        now = self.clock()
-        site = self.config.site
-        async with self._write_lock:
-            existing = await self.store.run(
-                lambda conn: repository.find_active(conn, site, component, kind)
+        async with self._settled:
+            transitions = self.lifecycle.report(
+                component, kind, severity, impact, self.clock(), detail
             )
-            data = {"detail": detail or {}}
-            if existing is None:
-                incident = Incident(
-                    id=self._new_id(),
-                    site=site,
-                    component=component,
-                    kind=kind,
-                    severity=severity,
-                    peak_severity=severity,
-                    state="open",
-                    production_loss=0.0,
-                    peak_loss=0.0,
-                    impact=impact,
-                    opened_at=now,
-                    updated_at=now,
-                    data=data,
-                )
-                change, event = "opened", "open"
-            elif severity == existing.severity:
-                # A job re-reporting the same finding refreshes it without a new event.
-                refreshed = replace(existing, impact=impact, updated_at=now, data=data)
-                await self.store.run(lambda conn: repository.save_incident(conn, refreshed))
-                return
-            else:
-                incident = replace(
-                    existing,
-                    severity=severity,
-                    peak_severity=max(existing.peak_severity, severity),
-                    impact=impact,
-                    updated_at=now,
-                    data=data,
-                )
-                escalated = severity > existing.severity
-                change, event = (
-                    ("escalated", "escalate") if escalated else ("de-escalated", "update")
-                )
-            await self._write_external(incident, change, event, now)
+            for transition in transitions:
+                await self._write(transition)
+            self._settled.notify_all()
 
     async def clear(self, *, component: str, kind: str) -> None:
-        now = self.clock()
-        site = self.config.site
-        async with self._write_lock:
-            existing = await self.store.run(
-                lambda conn: repository.find_active(conn, site, component, kind)
-            )
-            if existing is None:
-                return
-            resolved = replace(existing, state="resolved", resolved_at=now, updated_at=now)
-            await self._write_external(resolved, "resolved", "resolve", now)
+        await self.report(component=component, kind=kind, severity=Severity.NONE, impact="")
 
-    async def _write_external(
-        self, incident: Incident, change: str, event: str, now: float
-    ) -> None:
-        preview = replace(incident, seq=incident.seq + 1)
-        extras = await self._extras(preview, event)
-        upstreams = self.config.tickets
-        written = await self.store.run(
-            lambda conn: repository.external_change(
-                conn, incident, change, event, now, upstreams, extras
+    # --- the write ----------------------------------------------------------------------
+
+    def _in_flight(self, incident_id: str) -> bool:
+        incident = self.lifecycle.find(incident_id)
+        return incident is not None and self.lifecycle.pending(incident)
+
+    async def _write(self, transition: Transition) -> Incident:
+        """The one write (call with the lock held): store, then lifecycle, then tell."""
+        hold = None
+        wants_diagnostics = self.diagnostics is not None and transition.event is Event.OPEN
+        if wants_diagnostics:
+            hold = transition.at + self.diagnostics_timeout + 1.0
+        upstreams = self.settings.upstreams
+        extras = self.body_extras
+        try:
+            incident, names = await self.store.run(
+                lambda conn: repository.write_transition(conn, transition, upstreams, extras, hold)
             )
-        )
-        self.metrics.changes.labels(change=change).inc()
-        logger.info(
-            "incident %s %s: %s/%s %s, %s",
-            written.id[:8],
-            change,
-            written.component,
-            written.kind,
-            written.severity.label,
-            written.impact,
-        )
-        self._committed(written, change)
+        except repository.UnknownIncidentError:
+            self.lifecycle.abandon(transition)
+            raise
+        except (sqlite3.Error, OSError, StateStoreError) as exc:
+            self.lifecycle.abandon(transition)
+            self.metrics.write_failures.inc()
+            logger.error(
+                "could not save incident %s (%s %s): %s; will retry; check the state database "
+                "at %s",
+                transition.incident_id[:8],
+                transition.incident.component if transition.incident else "-",
+                transition.change,
+                exc,
+                self.store.path,
+            )
+            raise IncidentWriteError(str(exc)) from exc
+        self.lifecycle.commit(transition)
+        if transition.change not in ("loss", "sla_due"):
+            self.metrics.changes.labels(change=transition.change).inc()
+            logger.info(
+                "incident %s %s: %s/%s %s (%s), %s",
+                incident.id[:8],
+                transition.change,
+                incident.component,
+                incident.kind,
+                incident.severity.label,
+                incident.state,
+                transition.detail or incident.impact,
+            )
+        if wants_diagnostics and names:
+            self._spawn(self._attach_diagnostics(incident))
+        self._committed(incident, transition.change)
+        return incident
+
+    def _committed(self, incident: Incident, change: str) -> None:
+        if incident.state == "resolved":
+            self._open.pop(incident.id, None)
+        else:
+            self._open[incident.id] = incident.severity
+        self._update_open_gauge()
+        try:
+            self.on_change(incident, change)
+        except Exception:
+            logger.exception("incident change listener failed (a ccwatch bug)")
+
+    def _update_open_gauge(self) -> None:
+        counts = dict.fromkeys((Severity.MINOR, Severity.MAJOR, Severity.CRITICAL), 0)
+        for severity in self._open.values():
+            if severity in counts:
+                counts[severity] += 1
+        for severity, count in counts.items():
+            self.metrics.open.labels(severity=severity.label).set(count)
+
+    # --- diagnostics, after the commit -------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _attach_diagnostics(self, incident: Incident) -> None:
+        gather = self.diagnostics
+        if gather is None:
+            return
+        if self._diagnostics_pool is None:
+            # Its own threads: a stuck log file never takes the store's or the loop's.
+            self._diagnostics_pool = ThreadPoolExecutor(4, thread_name_prefix="ccwatch-diag")
+        loop = asyncio.get_running_loop()
+        seq = incident.seq
+        try:
+            found = await asyncio.wait_for(
+                loop.run_in_executor(self._diagnostics_pool, gather, incident),
+                self.diagnostics_timeout,
+            )
+        except TimeoutError:
+            logger.warning(
+                "diagnostics for incident %s took over %.0fs; the ticket goes without them",
+                incident.id[:8],
+                self.diagnostics_timeout,
+            )
+            found = None
+        except Exception:
+            logger.exception("diagnostics for incident %s failed (a ccwatch bug)", incident.id)
+            found = None
+        now = self.clock()
+        try:
+            if found is None:
+                await self.store.run(
+                    lambda conn: repository.release_held(conn, incident.id, seq, now)
+                )
+            else:
+                await self.store.run(
+                    lambda conn: repository.attach_diagnostics(conn, incident.id, seq, found, now)
+                )
+        except (sqlite3.Error, OSError, StateStoreError) as exc:
+            # The rows go out at their hold time anyway, without diagnostics.
+            logger.warning("could not attach diagnostics to incident %s: %s", incident.id, exc)
+            return
+        self.on_change(incident, "diagnostics")
+
+    # --- reads for other features ----------------------------------------------------
+
+    async def get(self, incident_id: str) -> Incident | None:
+        return await self.store.run(lambda conn: repository.load_incident(conn, incident_id))
+
+    async def list_incidents(self, state: str | None = None) -> list[Incident]:
+        return await self.store.run(lambda conn: repository.list_incidents(conn, state=state))
 
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """``POST /api/incidents/{id}/ack``: acknowledge an incident (bearer token required).
 
 Body (optional JSON): ``{"by": "name"}``. Acknowledging stops the first-response clock
-and sends an ``update`` upstream (PagerDuty: ``acknowledge``). Answers the incident as
+and sends an ``acknowledge`` event upstream. Answers the incident as
 ``GET /api/incidents/{id}`` does; 404 for an unknown id, 409 for a resolved incident.
 """
 
@@ -30,11 +30,8 @@ async def acknowledge(request: web.Request) -> web.Response:
             )
         if isinstance(payload, dict) and payload.get("by"):
             by = str(payload["by"])[:100]
-    service = runtime.incidents
-    if service is None:
-        return web.json_response({"error": "the incident service is not running"}, status=503)
     try:
-        incident = await service.acknowledge(incident_id, by)
+        incident = await runtime.incidents.acknowledge(incident_id, by)
     except UnknownIncidentError:
         return web.json_response({"error": f"no incident with id {incident_id!r}"}, status=404)
     except ValueError as exc:

@@ -1,28 +1,34 @@
 """``ccwatch incidents ack`` and ``ccwatch tickets list|retry``.
 
-Both work on the state database directly, whether or not the daemon runs (SQLite WAL
-lets them write beside it; the daemon's dispatcher picks new outbox rows up within its
-poll interval).
+``ack`` is an incident change, so it goes through an incident service: the running
+daemon's (over its API) or, when none runs, one of its own. ``tickets list|retry`` read
+and re-queue outbox rows in the state database directly (SQLite WAL lets them work beside
+the daemon, whose dispatcher picks re-queued rows up within its poll interval).
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import sqlite3
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
 
 from ccwatch.cliopts import format_option
 from ccwatch.config import Config
+from ccwatch.configbase import read_secret
+from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
-from ccwatch.incidents.store import StateStore
-from ccwatch.tickets.outbox import outbox_rows, retry_dead
+from ccwatch.incidents.repository import outbox_rows, retry_dead
+from ccwatch.state import StateStore
 
 T = TypeVar("T")
 EXIT_FAILURE = 1
@@ -37,9 +43,67 @@ def _config() -> Config:
 
 
 def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
-    store = StateStore.open(_config().state.path)
+    from ccwatch.compose import open_state
+
+    store: StateStore = open_state(_config().state.path)
     try:
         return store.run_sync(fn)
+    finally:
+        store.close()
+
+
+def _ack_through_daemon(config: Config, incident_id: str, who: str) -> dict[str, Any] | None:
+    """Acknowledge through the running daemon's API (its incident service is the one door
+    and its lifecycle must hear of it); None when no daemon listens."""
+    host = config.http.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{config.http.port}/api/incidents/{urllib.parse.quote(incident_id)}/ack"
+    token = read_secret(config.http.token_env, config.http.token_file)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps({"by": who}).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip()[:300]
+        if exc.code == 404:
+            raise repository.UnknownIncidentError(incident_id) from None
+        if exc.code == 409:
+            raise ValueError(json.loads(detail).get("error", detail)) from None
+        if exc.code in (401, 403):
+            raise click.ClickException(
+                f"the daemon at {config.http.listen} refused the acknowledgement ({exc.code}): "
+                "run this where http.token_env / http.token_file is readable"
+            ) from None
+        raise click.ClickException(f"the daemon answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError | FileNotFoundError):
+            return None
+        raise click.ClickException(
+            f"cannot reach the daemon at {config.http.listen}: {reason}"
+        ) from None
+
+
+def _ack_locally(config: Config, incident_id: str, who: str) -> Any:
+    """No daemon runs: acknowledge through an incident service of our own (the same door;
+    the daemon continues from the database when it starts)."""
+    from prometheus_client import CollectorRegistry
+
+    from ccwatch.compose import build_incident_service, open_state
+
+    store = open_state(config.state.path)
+    try:
+        service = build_incident_service(config, store, CollectorRegistry())
+        return asyncio.run(service.acknowledge(incident_id, who))
     finally:
         store.close()
 
@@ -48,43 +112,31 @@ def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
 @click.argument("incident_id")
 @click.option("--by", "by", default=None, help="Who acknowledges [default: your user name].")
 def ack_command(incident_id: str, by: str | None) -> None:
-    """Acknowledge an incident: stops its first-response SLA clock."""
-    from ccwatch.tickets.service import TicketExtras  # imports the incident service
+    """Acknowledge an incident: stops its first-response SLA clock.
 
+    Goes through the running daemon's API when one listens on http.listen (with the
+    token of http.token_env/_file), else writes through an incident service of its own.
+    """
     config = _config()
     who = by or getpass.getuser()
-    now = time.time()
-    extras = TicketExtras(config)
-
-    def acknowledge(conn: sqlite3.Connection) -> Any:
-        stored = repository.load_incident(conn, incident_id)
-        if stored is None and len(incident_id) >= 6:
-            rows = conn.execute(
-                "SELECT id FROM incidents WHERE id LIKE ? LIMIT 2", (incident_id + "%",)
-            ).fetchall()
-            stored = repository.load_incident(conn, rows[0][0]) if len(rows) == 1 else None
-        if stored is None:
-            raise repository.UnknownIncidentError(incident_id)
-        preview = replace(stored, acknowledged_at=now, acknowledged_by=who, seq=stored.seq + 1)
-        return repository.acknowledge(
-            conn, stored.id, who, now, config.tickets, extras.sla_only(preview, "update")
-        )
-
-    store = StateStore.open(config.state.path)
+    found = _with_store(lambda conn: repository.find_by_prefix(conn, incident_id))
+    if found is None:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND)
     try:
-        incident = store.run_sync(acknowledge)
+        answer = _ack_through_daemon(config, found.id, who)
+        if answer is None:
+            incident = _ack_locally(config, found.id, who)
+            by_name, at = incident.acknowledged_by, rfc3339(incident.acknowledged_at)
+        else:
+            by_name, at = answer.get("acknowledged_by"), answer.get("acknowledged_at")
     except repository.UnknownIncidentError:
         click.echo(f"no incident with id {incident_id!r}", err=True)
         raise SystemExit(EXIT_NOT_FOUND) from None
-    except ValueError as exc:
+    except (ValueError, StateStoreError) as exc:
         click.echo(f"ccwatch: {exc}", err=True)
         raise SystemExit(EXIT_FAILURE) from None
-    finally:
-        store.close()
-    click.echo(
-        f"incident {incident.id} acknowledged by {incident.acknowledged_by} at "
-        f"{rfc3339(incident.acknowledged_at)}"
-    )
+    click.echo(f"incident {found.id} acknowledged by {by_name} at {at}")
 
 
 @click.group("tickets")

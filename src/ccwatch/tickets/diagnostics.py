@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,15 +119,29 @@ def process_states(names: Sequence[str], probe: HostProbe) -> dict[str, Any]:
 
 
 def tail_lines(path: Path, lines: int, chunk: int = 64 * 1024) -> list[str]:
-    """The last ``lines`` lines of a file, reading only its end."""
+    """The last ``lines`` lines of a file, reading only its end.
+
+    Only regular files are read, opened non-blocking: a FIFO or a device named as a log
+    file would otherwise block the reader for good.
+    """
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return [f"(cannot read {path}: {exc.strerror or exc})"]
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [f"(not reading {path}: not a regular file)"]
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - chunk))
             data = handle.read()
     except OSError as exc:
         return [f"(cannot read {path}: {exc.strerror or exc})"]
+    finally:
+        if fd >= 0:
+            os.close(fd)
     text = data.decode("utf-8", errors="replace").splitlines()
     if size > chunk and text:
         text = text[1:]  # the first line is cut in the middle

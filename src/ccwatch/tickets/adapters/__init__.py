@@ -1,62 +1,80 @@
-"""One module per upstream type; ``ADAPTERS`` maps a ``type:`` to its adapter class.
+"""The upstream types: one module each, found by looking in this package.
 
-Each class takes ``(config_model, AdapterContext)``. ``build_adapters`` builds the
-enabled upstreams of a config (no network is touched until the first delivery).
+Each module holds its config model (``<Name>Upstream``, a ``UpstreamBase`` with
+``type: Literal["<name>"]``), its adapter (``Adapter`` with an explicit ``EVENTS`` map)
+and its registration ``UPSTREAM = UpstreamType(name, model, adapter)``. Adding an
+upstream type is adding one module (and its test and README/config.yaml example): the
+config union, ``check-config`` and ``build_adapters`` pick it up from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+import pkgutil
+from collections.abc import Sequence
 from typing import Any
 
-from ccwatch.tickets.adapters.alertmanager import AlertmanagerAdapter
 from ccwatch.tickets.adapters.base import (
+    IGNORE,
     Adapter,
     AdapterContext,
     RecordingAdapter,
     TicketEvent,
+    UpstreamBase,
+    UpstreamType,
 )
-from ccwatch.tickets.adapters.email import EmailAdapter
-from ccwatch.tickets.adapters.pagerduty import PagerDutyAdapter
-from ccwatch.tickets.adapters.webhook import WebhookAdapter
-from ccwatch.tickets.config import EmailUpstream, TicketUpstream
-
-ADAPTERS: dict[str, Callable[[Any, AdapterContext], Adapter]] = {
-    "webhook": WebhookAdapter,
-    "pagerduty": PagerDutyAdapter,
-    "alertmanager": AlertmanagerAdapter,
-    "email": EmailAdapter,
-}
 
 ESCALATION_EMAIL = "escalation-email"
 """The built-in upstream that mails the addresses named by an escalation level."""
 
 
+def _discover() -> dict[str, UpstreamType]:
+    found: dict[str, UpstreamType] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        upstream = getattr(module, "UPSTREAM", None)
+        if not isinstance(upstream, UpstreamType):
+            raise ImportError(f"{module.__name__} has no UPSTREAM = UpstreamType(...)")
+        if upstream.name in found:
+            raise ImportError(f"two upstream modules register type {upstream.name!r}")
+        found[upstream.name] = upstream
+    return found
+
+
+UPSTREAMS: dict[str, UpstreamType] = _discover()
+ADAPTERS = {name: upstream.adapter for name, upstream in UPSTREAMS.items()}
+
+
 def build_adapters(
-    upstreams: Sequence[TicketUpstream], context: AdapterContext, escalation_email: bool = False
+    upstreams: Sequence[Any], context: AdapterContext, escalation_email: bool = False
 ) -> dict[str, Adapter]:
     """Adapters of the enabled upstreams by name (plus ``escalation-email`` if asked)."""
     adapters = {
-        upstream.upstream_name: ADAPTERS[upstream.type](upstream, context)
+        upstream.upstream_name: UPSTREAMS[upstream.type].adapter(upstream, context)
         for upstream in upstreams
         if upstream.enabled
     }
     if escalation_email and context.email is not None and ESCALATION_EMAIL not in adapters:
-        config = EmailUpstream(type="email", name=ESCALATION_EMAIL, to=["escalation@invalid"])
-        adapters[ESCALATION_EMAIL] = EmailAdapter(config, context, escalation_targets=True)
+        email = UPSTREAMS["email"]
+        config = email.model.model_validate(
+            {"type": "email", "name": ESCALATION_EMAIL, "to": ["escalation@invalid"]}
+        )
+        adapters[ESCALATION_EMAIL] = email.adapter(config, context, escalation_targets=True)  # type: ignore[call-arg]
     return adapters
 
 
 __all__ = [
     "ADAPTERS",
     "ESCALATION_EMAIL",
+    "IGNORE",
+    "UPSTREAMS",
     "Adapter",
     "AdapterContext",
-    "AlertmanagerAdapter",
-    "EmailAdapter",
-    "PagerDutyAdapter",
     "RecordingAdapter",
     "TicketEvent",
-    "WebhookAdapter",
+    "UpstreamBase",
+    "UpstreamType",
     "build_adapters",
 ]

@@ -15,16 +15,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
+from pydantic import AnyHttpUrl, Field
+
+from ccwatch.durations import Duration
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.tickets.adapters.base import (
+    IGNORE,
     Adapter,
     AdapterContext,
     HttpPoster,
     TicketEvent,
+    UpstreamBase,
+    UpstreamType,
     iso,
 )
-from ccwatch.tickets.config import AlertmanagerUpstream
+
+
+class AlertmanagerUpstream(UpstreamBase):
+    type: Literal["alertmanager"]
+    url: AnyHttpUrl = Field(description="base URL, e.g. http://127.0.0.1:9093")
+    resend_interval: Duration = Field(
+        timedelta(minutes=1),
+        description="re-send firing alerts this often (keep < resolve_timeout)",
+    )
+    alertname: str = "CcwatchIncident"
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels")
+    verify_tls: bool = True
 
 
 @dataclass
@@ -36,6 +55,21 @@ class _Firing:
 
 
 class AlertmanagerAdapter(Adapter):
+    EVENTS = {
+        Event.OPEN: "fire",
+        Event.ESCALATE: "fire",
+        Event.DEESCALATE: "fire",
+        Event.UPDATE: "fire",
+        Event.ACKNOWLEDGE: "fire",  # annotations carry who acknowledged
+        Event.NODATA: "fire",
+        Event.DATA_RESUMED: "fire",
+        Event.SLA_WARNING: "fire",
+        Event.SLA_BREACH: "fire",
+        Event.ESCALATION_LEVEL: "fire",
+        Event.RCA_DUE: IGNORE,  # after the resolution: nothing fires any more
+        Event.RESOLVE: "end",
+    }
+
     def __init__(self, config: AlertmanagerUpstream, context: AdapterContext) -> None:
         self.name = config.upstream_name
         self.config = config
@@ -88,12 +122,15 @@ class AlertmanagerAdapter(Adapter):
         return 3 * max(self.config.resend_interval.total_seconds(), 1.0)
 
     async def deliver(self, event: TicketEvent) -> None:
+        action = self.EVENTS.get(event.kind, IGNORE) if event.kind is not None else IGNORE
+        if action == IGNORE:
+            return
         now = self.context.clock()
         key = event.dedup_key
         previous = self.firing.get(key)
         alerts: list[dict[str, Any]] = []
-        if event.event == "resolve" or event.body.get("state") == "resolved":
-            if previous is None and event.event != "resolve":
+        if action == "end" or event.body.get("state") == "resolved":
+            if previous is None and action != "end":
                 return  # an event after resolution (the RCA clock): nothing fires
             labels = previous.labels if previous else self.labels(event)
             starts = (
@@ -136,3 +173,6 @@ class AlertmanagerAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+UPSTREAM = UpstreamType("alertmanager", AlertmanagerUpstream, AlertmanagerAdapter)

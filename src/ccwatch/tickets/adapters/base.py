@@ -23,19 +23,55 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
+from pydantic import Field
 
+from ccwatch.configbase import StrictModel
+from ccwatch.durations import Duration
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.redact import Redactor
+from ccwatch.severity import Severity, SeverityName
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from ccwatch.config import EmailConfig
 
 _EXCERPT_CHARS = 200
+
+
+class UpstreamBase(StrictModel):
+    """What every upstream has: a name, an on/off switch and its routing. Each upstream
+    type subclasses it with ``type: Literal["<name>"]`` and its own keys."""
+
+    type: str
+
+    enabled: bool = True  # first, so that secret checks can skip a disabled example
+    name: str | None = Field(None, description="defaults to the type; must be unique")
+    severities: list[SeverityName] = Field(
+        default_factory=lambda: [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL],
+        description="which incident severities this upstream receives",
+    )
+    components: dict[str, list[SeverityName]] = Field(
+        default_factory=dict,
+        description="per-component override of `severities` (an empty list mutes a component)",
+    )
+    timeout: Duration = timedelta(seconds=10)
+    retry_max: Duration = Field(
+        timedelta(minutes=5), description="cap of the exponential retry backoff"
+    )
+
+    @property
+    def upstream_name(self) -> str:
+        return self.name or str(getattr(self, "type", "upstream"))
+
+    def wants(self, component: str, severity: Severity) -> bool:
+        """Whether an incident of this component and severity is routed here."""
+        return severity in self.components.get(component, self.severities)
 
 
 @dataclass(frozen=True)
@@ -45,7 +81,7 @@ class TicketEvent:
     upstream: str
     incident_id: str
     seq: int
-    event: str  # open | escalate | update | resolve; SLA steps: escalate, sla_warning, rca_due
+    event: str  # an ``Event`` value
     idempotency_key: str
     body: dict[str, Any]
     created_at: float = 0.0
@@ -57,14 +93,13 @@ class TicketEvent:
         return str(self.body.get("dedup_key") or self.idempotency_key.rpartition(":")[0])
 
     @property
-    def kind(self) -> str:
-        """What happened, for adapters that speak in actions: ``acknowledge`` for the
-        ``update`` that records an acknowledgement (its ``updated_at`` is the ack time),
-        otherwise the event name."""
-        acked = self.body.get("acknowledged_at")
-        if self.event == "update" and acked and acked == self.body.get("updated_at"):
-            return "acknowledge"
-        return self.event
+    def kind(self) -> Event | None:
+        """The event as the vocabulary's member (None for a name it does not know, e.g.
+        a row written by a newer ccwatch: adapters treat it as ignored)."""
+        try:
+            return Event(self.event)
+        except ValueError:
+            return None
 
     @property
     def severity(self) -> str:
@@ -85,9 +120,15 @@ class AdapterContext:
 
 
 class Adapter(abc.ABC):
-    """Delivers events to one upstream. ``name`` is the upstream's unique name."""
+    """Delivers events to one upstream. ``name`` is the upstream's unique name.
+
+    ``EVENTS`` maps every ``Event`` to what this upstream does with it (its own action
+    names; ``IGNORE`` where it deliberately sends nothing). A test fails when an event is
+    added that some adapter does not map.
+    """
 
     name: str
+    EVENTS: Mapping[Event, str]
 
     @abc.abstractmethod
     async def deliver(self, event: TicketEvent) -> None:
@@ -104,11 +145,25 @@ class Adapter(abc.ABC):
         """Release connections."""
 
 
+IGNORE = "ignore"
+"""An ``Adapter.EVENTS`` action: the upstream is deliberately not told."""
+
+
+@dataclass(frozen=True)
+class UpstreamType:
+    """One upstream type's registration: its ``type:`` name, config model and adapter."""
+
+    name: str
+    model: type[UpstreamBase]
+    adapter: Callable[[Any, AdapterContext], Adapter]
+
+
 @dataclass
 class RecordingAdapter(Adapter):
     """Keeps what it is given (like httpx's MockTransport). ``fail_with`` makes the next
     deliveries raise the given errors, in order, before accepting again."""
 
+    EVENTS = {event: "record" for event in Event}
     name: str = "recording"
     delivered: list[TicketEvent] = field(default_factory=list)
     fail_with: list[Exception] = field(default_factory=list)
@@ -172,16 +227,19 @@ class HttpPoster:
     ) -> None:
         self.upstream = upstream
         self.context = context
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_seconds = timeout
         self._ssl: bool | ssl.SSLContext = verify_tls
         if verify_tls and ca_file is not None:
             self._ssl = ssl.create_default_context(cafile=str(ca_file))
         self._session: aiohttp.ClientSession | None = None
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        import aiohttp  # loaded on first delivery: loading the config needs no HTTP client
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, headers={"User-Agent": "ccwatch"}
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
+                headers={"User-Agent": "ccwatch"},
             )
         redactor = self.context.redactor
         try:

@@ -16,21 +16,41 @@ import json
 import re
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from ccwatch.errors import PermanentUpstreamError
-from ccwatch.notify.email import send_email
-from ccwatch.tickets.adapters.base import Adapter, AdapterContext, TicketEvent
-from ccwatch.tickets.config import EmailUpstream
+from ccwatch.incidents.vocabulary import Event
+from ccwatch.tickets.adapters.base import (
+    Adapter,
+    AdapterContext,
+    TicketEvent,
+    UpstreamBase,
+    UpstreamType,
+)
 
-_VERBS = {
-    "open": "opened",
-    "update": "updated",
-    "escalate": "severity changed",
-    "acknowledge": "acknowledged",
-    "resolve": "resolved",
-    "sla_warning": "SLA warning",
-    "rca_due": "RCA overdue",
+
+class EmailUpstream(UpstreamBase):
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1, description="support mailbox(es), e.g. the P1 address")
+    cc: list[str] = Field(default_factory=list)
+    subject_prefix: str = "ccwatch"
+
+
+_VERBS: dict[Event, str] = {
+    Event.OPEN: "opened",
+    Event.ESCALATE: "escalated",
+    Event.DEESCALATE: "de-escalated",
+    Event.UPDATE: "updated",
+    Event.ACKNOWLEDGE: "acknowledged",
+    Event.NODATA: "no data",
+    Event.DATA_RESUMED: "data resumed",
+    Event.SLA_WARNING: "SLA warning",
+    Event.SLA_BREACH: "SLA breached",
+    Event.ESCALATION_LEVEL: "escalated",
+    Event.RCA_DUE: "RCA overdue",
+    Event.RESOLVE: "resolved",
 }
 
 
@@ -42,7 +62,7 @@ def message_id(dedup_key: str, seq: int | None = None) -> str:
 
 def subject(event: TicketEvent, prefix: str) -> str:
     body = event.body
-    verb = _VERBS.get(event.kind, event.kind.replace("_", " "))
+    verb = _VERBS[event.kind] if event.kind is not None else event.event.replace("_", " ")
     if isinstance(body.get("escalation"), dict):
         verb = f"escalated to {body['escalation'].get('name')}"
     tag = f"[{prefix} {body.get('priority') or ''} {event.severity.upper()}]".replace("  ", " ")
@@ -133,6 +153,8 @@ class EmailAdapter(Adapter):
     """Mails ``to``/``cc``; with ``escalation_targets`` it mails the addresses an SLA
     escalation step names instead (the built-in ``escalation-email`` upstream)."""
 
+    EVENTS = {event: f"mail: {verb}" for event, verb in _VERBS.items()}
+
     def __init__(
         self, config: EmailUpstream, context: AdapterContext, escalation_targets: bool = False
     ) -> None:
@@ -153,4 +175,9 @@ class EmailAdapter(Adapter):
         to = self.recipients(event)
         if not to:
             return
+        from ccwatch.notify.email import send_email  # the SMTP client, on first send
+
         await send_email(self.context.email, build_message(event, self.config, to))
+
+
+UPSTREAM = UpstreamType("email", EmailUpstream, EmailAdapter)

@@ -2,11 +2,10 @@
 
 One incident is one PagerDuty alert: every event carries the incident's ``dedup_key``
 (≤ 255 characters), so a repeated trigger updates the alert instead of opening a second
-one. ``open``/``update``/``escalate``/SLA escalations → ``trigger`` (severity and
-details refreshed), the ``update`` recording an acknowledgement → ``acknowledge``,
-``resolve`` → ``resolve``. Events
-that follow a resolution (the RCA clock) are not sent: a trigger after a resolve would
-open a new alert.
+one. ``EVENTS`` below maps each event: changes of the incident → ``trigger`` (severity
+and details refreshed), ``acknowledge`` → ``acknowledge``, ``resolve`` → ``resolve``.
+``rca_due`` and any trigger that follows a resolution are not sent: a trigger after a
+resolve would open a new alert.
 
 Severity: critical → ``critical``, major → ``error``, minor → ``warning``. The API
 answers 202 when it took the event, 400 for an invalid one (dead-lettered), 429 and 5xx
@@ -16,22 +15,56 @@ to be retried.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
-from ccwatch.configbase import read_secret
+from pydantic import AnyHttpUrl, Field, model_validator
+
+from ccwatch.configbase import SecretEnv, SecretFile, read_secret
 from ccwatch.errors import PermanentUpstreamError
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.tickets.adapters.base import (
+    IGNORE,
     Adapter,
     AdapterContext,
     HttpPoster,
     TicketEvent,
+    UpstreamBase,
+    UpstreamType,
 )
-from ccwatch.tickets.config import PagerDutyUpstream
+
+
+class PagerDutyUpstream(UpstreamBase):
+    type: Literal["pagerduty"]
+    url: AnyHttpUrl = AnyHttpUrl("https://events.pagerduty.com/v2/enqueue")
+    routing_key_env: SecretEnv = None
+    routing_key_file: SecretFile = None
+    source: str | None = Field(None, description="payload.source; defaults to the site name")
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _needs_routing_key(self) -> PagerDutyUpstream:
+        if self.enabled and not (self.routing_key_env or self.routing_key_file):
+            raise ValueError("a pagerduty upstream needs routing_key_env or routing_key_file")
+        return self
+
 
 SEVERITY = {"critical": "critical", "major": "error", "minor": "warning"}
 SUMMARY_MAX = 1024
 DEDUP_KEY_MAX = 255
-ACTIONS = {"acknowledge": "acknowledge", "resolve": "resolve"}
+ACTIONS: dict[Event, str] = {
+    Event.OPEN: "trigger",
+    Event.ESCALATE: "trigger",
+    Event.DEESCALATE: "trigger",
+    Event.UPDATE: "trigger",
+    Event.ACKNOWLEDGE: "acknowledge",
+    Event.NODATA: "trigger",
+    Event.DATA_RESUMED: "trigger",
+    Event.SLA_WARNING: "trigger",
+    Event.SLA_BREACH: "trigger",
+    Event.ESCALATION_LEVEL: "trigger",
+    Event.RCA_DUE: IGNORE,  # after the resolution: a trigger would open a new alert
+    Event.RESOLVE: "resolve",
+}
 
 
 def truncate(text: str, limit: int) -> str:
@@ -41,8 +74,8 @@ def truncate(text: str, limit: int) -> str:
 def enqueue_body(event: TicketEvent, routing_key: str, source: str) -> dict[str, Any] | None:
     """The Events API v2 request for ``event``, or None when there is nothing to send."""
     body = event.body
-    action = ACTIONS.get(event.kind, "trigger")
-    if action == "trigger" and body.get("state") == "resolved":
+    action = ACTIONS.get(event.kind, IGNORE) if event.kind is not None else IGNORE
+    if action == IGNORE or (action == "trigger" and body.get("state") == "resolved"):
         return None
     request: dict[str, Any] = {
         "routing_key": routing_key,
@@ -75,6 +108,8 @@ def enqueue_body(event: TicketEvent, routing_key: str, source: str) -> dict[str,
 
 
 class PagerDutyAdapter(Adapter):
+    EVENTS = ACTIONS
+
     def __init__(self, config: PagerDutyUpstream, context: AdapterContext) -> None:
         self.name = config.upstream_name
         self.config = config
@@ -95,3 +130,6 @@ class PagerDutyAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+UPSTREAM = UpstreamType("pagerduty", PagerDutyUpstream, PagerDutyAdapter)

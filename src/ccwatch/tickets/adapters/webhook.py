@@ -1,4 +1,6 @@
-"""``webhook``: POST DESIGN.md's generic JSON body to a URL.
+"""``webhook``: POST the generic JSON event body (README, "Tickets") to a URL.
+
+Every event is sent, named in ``X-Ccwatch-Event`` and the body's ``event``.
 
 Headers: ``Content-Type: application/json``, ``Idempotency-Key: <dedup_key>:<seq>`` (a
 receiver that saw the key already can answer 2xx without acting twice),
@@ -11,15 +13,34 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
+from typing import Literal
 
-from ccwatch.configbase import read_secret
+from pydantic import AnyHttpUrl, Field
+
+from ccwatch.configbase import SecretEnv, SecretFile, read_secret
+from ccwatch.incidents.vocabulary import Event
 from ccwatch.tickets.adapters.base import (
     Adapter,
     AdapterContext,
     HttpPoster,
     TicketEvent,
+    UpstreamBase,
+    UpstreamType,
 )
-from ccwatch.tickets.config import WebhookUpstream
+
+
+class WebhookUpstream(UpstreamBase):
+    type: Literal["webhook"]
+    url: AnyHttpUrl
+    secret_env: SecretEnv = None
+    secret_file: SecretFile = None
+    bearer_token_env: SecretEnv = Field(None, description="sent as Authorization: Bearer")
+    bearer_token_file: SecretFile = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
 
 SIGNATURE_HEADER = "X-Ccwatch-Signature"
 
@@ -30,6 +51,21 @@ def signature(secret: str, body: bytes) -> str:
 
 
 class WebhookAdapter(Adapter):
+    EVENTS = {
+        Event.OPEN: "post",
+        Event.ESCALATE: "post",
+        Event.DEESCALATE: "post",
+        Event.UPDATE: "post",
+        Event.ACKNOWLEDGE: "post",
+        Event.NODATA: "post",
+        Event.DATA_RESUMED: "post",
+        Event.SLA_WARNING: "post",
+        Event.SLA_BREACH: "post",
+        Event.ESCALATION_LEVEL: "post",
+        Event.RCA_DUE: "post",
+        Event.RESOLVE: "post",
+    }
+
     def __init__(self, config: WebhookUpstream, context: AdapterContext) -> None:
         self.name = config.upstream_name
         self.config = config
@@ -59,3 +95,6 @@ class WebhookAdapter(Adapter):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+UPSTREAM = UpstreamType("webhook", WebhookUpstream, WebhookAdapter)

@@ -1,0 +1,84 @@
+"""How the parts are put together: shared by the daemon (``app.py``) and the CLI verbs.
+
+Nothing here runs anything; these functions turn the validated ``Config`` into the
+objects the features take (their own settings, their collaborators), so that no feature
+reads the root config. See docs/architecture.md, "Wiring".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
+from ccwatch.config import Config
+from ccwatch.incidents.lifecycle import LifecycleSettings
+from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
+from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
+from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
+from ccwatch.state import Migrations, StateStore
+from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
+
+# Every feature's tables, in the order their migrations run.
+MIGRATIONS: tuple[Migrations, ...] = (
+    INCIDENT_MIGRATIONS,
+    SCHEDULER_MIGRATIONS,
+    CHECKLIST_MIGRATIONS,
+)
+
+
+def open_state(path: Path) -> StateStore:
+    """The state database with every feature's tables (raises StateStoreError)."""
+    return StateStore.open(path, MIGRATIONS)
+
+
+def lifecycle_settings(config: Config) -> LifecycleSettings:
+    classification = config.classification
+    return LifecycleSettings(
+        open_after=classification.open_after.total_seconds(),
+        resolve_after=classification.resolve_after.total_seconds(),
+        stale_after=classification.stale_after.total_seconds(),
+    )
+
+
+def incident_settings(config: Config) -> IncidentSettings:
+    return IncidentSettings(
+        site=config.site,
+        lifecycle=lifecycle_settings(config),
+        upstreams=tuple(config.tickets),
+    )
+
+
+def _ignore(incident: object, change: str) -> None:
+    return None
+
+
+def configure_incident_service(
+    service: IncidentService, config: Config, on_change: OnChange = _ignore
+) -> IncidentService:
+    """Give the service the (re)loaded config's settings and hooks."""
+    service.reconfigure(
+        incident_settings(config),
+        body_extras=SlaBody(config.sla),
+        diagnostics=DiagnosticsGatherer(config.components),
+        on_change=on_change,
+    )
+    return service
+
+
+def build_incident_service(
+    config: Config,
+    store: StateStore,
+    registry: CollectorRegistry,
+    *,
+    clock: Callable[[], float] = time.time,
+    on_change: OnChange = _ignore,
+) -> IncidentService:
+    """The incident service for ``config``, its unresolved incidents loaded."""
+    service = IncidentService(store, incident_settings(config), registry, clock=clock)
+    configure_incident_service(service, config, on_change)
+    service.load_sync()
+    return service

@@ -1,0 +1,52 @@
+"""The one event vocabulary: everything an upstream can be told about an incident.
+
+Every outbox row carries one ``Event``; every adapter maps every member explicitly (a
+deliberate "ignore" is a mapping too), and a test fails when a member is added that some
+adapter does not map. Timeline entries name a ``change`` (what happened, for people);
+``EVENT_OF_CHANGE`` says which event each lifecycle change sends. See
+docs/architecture.md, "Event vocabulary".
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Event(StrEnum):
+    OPEN = "open"  # an incident opened (or a job raised one)
+    ESCALATE = "escalate"  # severity went up
+    DEESCALATE = "deescalate"  # severity went down, still an incident
+    UPDATE = "update"  # a change of facts that needs no action (reserved for notes)
+    ACKNOWLEDGE = "acknowledge"  # someone took it (stops the first-response clock)
+    NODATA = "nodata"  # the component went silent: neither resolved nor dropped
+    DATA_RESUMED = "data_resumed"  # telemetry of a silent component is back
+    SLA_WARNING = "sla_warning"  # an SLA clock is about to run out
+    SLA_BREACH = "sla_breach"  # an SLA clock ran out
+    ESCALATION_LEVEL = "escalation_level"  # an escalation level was notified
+    RCA_DUE = "rca_due"  # the RCA clock ran out
+    RESOLVE = "resolve"  # the incident is over
+
+
+# Lifecycle changes (timeline names) and the event each sends; None: recorded only.
+EVENT_OF_CHANGE: dict[str, Event | None] = {
+    "opened": Event.OPEN,
+    "escalated": Event.ESCALATE,
+    "de-escalated": Event.DEESCALATE,
+    "nodata": Event.NODATA,
+    "data resumed": Event.DATA_RESUMED,
+    "acknowledged": Event.ACKNOWLEDGE,
+    "resolved": Event.RESOLVE,
+    "sla_breach": Event.SLA_BREACH,
+    "loss": None,  # the loss figure moved: the record follows, nobody is told
+    "refreshed": None,  # a job reported the same finding again
+    "sla_due": None,  # due times (re)computed
+    "ticket_dead": None,  # an upstream refused an event for good (shown to the operator)
+    "diagnostics": None,  # diagnostics attached to a pending open event
+}
+
+# Changes that write no timeline entry (they refresh the record only).
+SILENT_CHANGES = frozenset({"loss", "refreshed", "sla_due", "diagnostics"})
+
+# Events routed by the incident's current severity only; the others also reach the
+# upstreams that wanted its peak severity (so whoever got the open also gets the end).
+ROUTED_BY_CURRENT_SEVERITY = frozenset({Event.OPEN, Event.ESCALATE})
