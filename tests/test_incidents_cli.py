@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from ccwatch.cli import cli
 from ccwatch.compose import open_state
 from ccwatch.incidents.lifecycle import Lifecycle, LifecycleSettings, Reading
-from ccwatch.incidents.repository import write_transition
+from ccwatch.incidents.repository import outbox_rows, write_transition
 from ccwatch.severity import Severity
+from tests.conftest import free_port
 
 
 def run(*args: str, config: Path | None = None) -> tuple[int, str]:
@@ -86,3 +87,47 @@ def test_incidents_list_and_show_read_the_state_database(tmp_path: Path) -> None
     assert [e["change"] for e in body["timeline"]] == ["opened"]
     code, out = run("incidents", "show", "zzzzzz", config=config)
     assert code == 3 and "no incident" in out
+    # LIKE wildcards in a prefix are characters, not patterns.
+    for pattern in ("%%%%%%", "______", "a1b2c%"):
+        code, out = run("incidents", "show", pattern, config=config)
+        assert code == 3 and "no incident" in out, pattern
+
+
+def test_incidents_ack_without_a_daemon_goes_through_an_incident_service(tmp_path: Path) -> None:
+    """No daemon listens: the CLI acknowledges through an incident service of its own
+    (the same door as the API), so the timeline and the event are the same."""
+    state = tmp_path / "state.db"
+    config = tmp_path / "config.yaml"
+    port = free_port()
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "site": "blr1",
+                "state": {"path": str(state)},
+                "http": {"listen": f"127.0.0.1:{port}"},
+                "tickets": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}],
+            }
+        )
+    )
+    store = open_state(state)
+    lifecycle = Lifecycle("blr1", LifecycleSettings(open_after=0), new_id=lambda: "feedbeef0001")
+    [opened] = lifecycle.observe("acd", Reading(Severity.MAJOR, 0.05, "5 of 100"), 1_795_000_000)
+    store.run_sync(lambda conn: write_transition(conn, opened, []))
+    store.close()
+
+    code, out = run("incidents", "ack", "feedbe", "--by", "ravi", config=config)
+    assert code == 0 and "acknowledged by ravi" in out, out
+    code, out = run("incidents", "show", "feedbeef0001", "--format", "json", config=config)
+    body = json.loads(out)
+    assert (body["state"], body["acknowledged_by"]) == ("acknowledged", "ravi")
+    assert [e["change"] for e in body["timeline"]] == ["opened", "acknowledged"]
+    store = open_state(state)
+    try:
+        events = store.run_sync(lambda c: [r["event"] for r in outbox_rows(c)])
+    finally:
+        store.close()
+    assert events == ["acknowledge"]  # the open was written before any upstream existed
+    code, out = run("incidents", "ack", "feedbeef0001", config=config)
+    assert code == 0  # a second acknowledgement keeps the first
+    code, out = run("incidents", "ack", "nope-nope", config=config)
+    assert code == 3

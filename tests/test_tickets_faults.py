@@ -238,7 +238,7 @@ def test_acknowledge_over_the_api_and_the_cli(
         return {
             r.json["component"]
             for r in receiver.accepted
-            if r.json["event"] == "update" and r.json["state"] == "acknowledged"
+            if r.json["event"] == "acknowledge" and r.json["state"] == "acknowledged"
         }
 
     wait_until(lambda: acknowledged_upstream() == {"acd", "dialer"}, timeout=20)
