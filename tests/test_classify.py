@@ -1,4 +1,4 @@
-"""Production loss and severity (DESIGN.md contract 2, seed 004's examples)."""
+"""Production loss and severity (README "Classification", seed 004's examples)."""
 
 from __future__ import annotations
 

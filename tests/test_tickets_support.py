@@ -163,7 +163,7 @@ def generic_body(
     severity: str = "critical",
     **extra: Any,
 ) -> dict[str, Any]:
-    """DESIGN.md's generic webhook body, as the incident service writes it."""
+    """The generic webhook body, as the incident service writes it."""
     priority = {"critical": "P1", "major": "P2", "minor": "P3"}[severity]
     body: dict[str, Any] = {
         "event": event,

@@ -1,6 +1,6 @@
 """Production loss and severity of a component (pure: values in, values out).
 
-DESIGN.md contract 2, from seed 004. The production loss ``L`` of a component is the
+README "Classification", from seed 004. The production loss ``L`` of a component is the
 largest of:
 
 - agents unable to take calls ÷ seats

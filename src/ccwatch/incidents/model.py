@@ -1,4 +1,4 @@
-"""The incident record as the store keeps it and the API shows it (DESIGN.md contract 3)."""
+"""The incident record as the store keeps it and the API shows it (README, "Tickets"; docs/architecture.md)."""
 
 from __future__ import annotations
 
