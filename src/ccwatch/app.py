@@ -40,6 +40,7 @@ from ccwatch.readiness import Readiness
 from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
 from ccwatch.runtime import Runtime
+from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
 from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
@@ -111,7 +112,9 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
         if watcher is not None and change not in _NOT_FOR_SLA:
             watcher.wake(incident.id)
 
-    configure_incident_service(incidents, config, on_change)
+    health = StateHealth(runtime.store, runtime.readiness, runtime.registry)
+    services["state_health"] = health.run()
+    configure_incident_service(incidents, config, on_change, on_write_failure=health.wake)
 
     # The core loop: MQTT -> pipeline -> incident service, and the ticker.
     pipeline = Pipeline(config, incidents, runtime.registry, runtime.clock)
@@ -166,7 +169,6 @@ class Daemon:
         http = HttpServer(self.runtime)
         config = self.runtime.config
         await http.start(config.http.host, config.http.port)
-        self.runtime.readiness.set("state_store", True, str(config.state.path))
         watchdog = asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog")
         try:
             first = True
@@ -246,7 +248,6 @@ class Daemon:
                 return
         self.runtime.config = new_config
         self.runtime.readiness.clear()
-        self.runtime.readiness.set("state_store", True, str(new_config.state.path))
         setup_logging(new_config.logging.level, new_config.logging.format)
         self.metrics.set_config(new_config.site, config_digest(path))
         self.metrics.config_last_reload_successful.set(1)

@@ -56,8 +56,15 @@ def _ignore(incident: object, change: str) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
 def configure_incident_service(
-    service: IncidentService, config: Config, on_change: OnChange = _ignore
+    service: IncidentService,
+    config: Config,
+    on_change: OnChange = _ignore,
+    on_write_failure: Callable[[], None] = _nothing,
 ) -> IncidentService:
     """Give the service the (re)loaded config's settings and hooks."""
     service.reconfigure(
@@ -65,6 +72,7 @@ def configure_incident_service(
         body_extras=SlaBody(config.sla),
         diagnostics=DiagnosticsGatherer(config.components),
         on_change=on_change,
+        on_write_failure=on_write_failure,
     )
     return service
 

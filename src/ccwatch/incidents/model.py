@@ -1,4 +1,4 @@
-"""The incident record as the store keeps it and the API shows it (README, "Tickets"; docs/architecture.md)."""
+"""The incident record as the store keeps it and the API shows it (README, "Tickets")."""
 
 from __future__ import annotations
 

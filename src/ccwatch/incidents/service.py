@@ -116,6 +116,7 @@ class IncidentService:
         diagnostics: Diagnostics | None = None,
         diagnostics_timeout: float = DIAGNOSTICS_TIMEOUT,
         on_change: OnChange = _ignore,
+        on_write_failure: Callable[[], None] = lambda: None,
         new_id: Callable[[], str] = new_incident_id,
     ) -> None:
         self.store = store
@@ -126,6 +127,7 @@ class IncidentService:
         self.diagnostics = diagnostics
         self.diagnostics_timeout = diagnostics_timeout
         self.on_change = on_change
+        self.on_write_failure = on_write_failure
         self._new_id = new_id
         self.metrics = shared_metrics(IncidentMetrics, registry)
         self.lifecycle = Lifecycle(settings.site, settings.lifecycle, new_id)
@@ -170,6 +172,7 @@ class IncidentService:
         body_extras: BodyExtras | None = None,
         diagnostics: Diagnostics | None = None,
         on_change: OnChange = _ignore,
+        on_write_failure: Callable[[], None] = lambda: None,
     ) -> None:
         """A (re)loaded config: new holds, routes and hooks apply from now; incidents go on."""
         self.settings = settings
@@ -177,6 +180,7 @@ class IncidentService:
         self.body_extras = body_extras
         self.diagnostics = diagnostics
         self.on_change = on_change
+        self.on_write_failure = on_write_failure
 
     async def wait_background(self) -> None:
         """Until the diagnostics being gathered are attached (tests, a clean stop)."""
@@ -357,6 +361,7 @@ class IncidentService:
         except (sqlite3.Error, OSError, StateStoreError) as exc:
             self.lifecycle.abandon(transition)
             self.metrics.write_failures.inc()
+            self.on_write_failure()
             logger.error(
                 "could not save incident %s (%s %s): %s; will retry; check the state database "
                 "at %s",

@@ -38,6 +38,7 @@ class StateStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccwatch-store")
         self._connection: sqlite3.Connection | None = None
         self._owner: threading.Thread | None = None
+        self._inode: tuple[int, int] | None = None  # (device, inode) of the file we opened
 
     @classmethod
     def open(cls, path: Path, migrations: Iterable[Migrations] = ()) -> StateStore:
@@ -70,6 +71,62 @@ class StateStore:
         self._connection = connection
         self._owner = threading.current_thread()
         migrate(connection, self.migrations)
+        if str(self.path) != ":memory:":
+            info = os.stat(self.path)
+            self._inode = (info.st_dev, info.st_ino)
+
+    def probe(self) -> str | None:
+        """Check the database can take a write; None when healthy, else why not.
+
+        Runs a small write transaction (a full disk, a lock or corruption shows) and
+        checks the file at ``path`` is still the one we write: a database deleted or
+        replaced under a running daemon would otherwise take every write into an unlinked
+        file and lose it at the next start. A deleted file is restored from the open
+        connection (``VACUUM INTO``) and the store carries on with it.
+        """
+        return self.run_sync(self.check)
+
+    def check(self, connection: sqlite3.Connection) -> str | None:
+        """``probe`` on the store's thread: ``await store.run(store.check)``."""
+        try:
+            with transaction(connection):
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS state_probe (id INTEGER PRIMARY KEY, at REAL)"
+                )
+                connection.execute(
+                    "INSERT OR REPLACE INTO state_probe (id, at) VALUES (1, julianday('now'))"
+                )
+        except sqlite3.Error as exc:
+            return f"a write transaction fails: {exc}"
+        if self._inode is None:
+            return None
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return self._restore_deleted(connection)
+        except OSError as exc:
+            return f"cannot stat {self.path}: {exc.strerror or exc}"
+        if (info.st_dev, info.st_ino) != self._inode:
+            return (
+                f"{self.path} was replaced by another file while ccwatch runs; its writes go "
+                "to the old one: restart ccwatch (a restored backup is read at start)"
+            )
+        return None
+
+    def _restore_deleted(self, connection: sqlite3.Connection) -> str | None:
+        """The file was deleted: write the live database back to ``path`` and reopen it."""
+        try:
+            connection.execute("VACUUM INTO ?", (str(self.path),))
+            os.chmod(self.path, 0o600)
+            connection.close()
+            self._connection = None
+            self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            return (
+                f"{self.path} was deleted while ccwatch runs and could not be restored ({exc}); "
+                "its incidents live only in this process now: do not restart before fixing"
+            )
+        return None
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._connection is None:

@@ -76,7 +76,7 @@ class UpstreamBase(StrictModel):
 
 @dataclass(frozen=True)
 class TicketEvent:
-    """One outbox row as an adapter sees it. ``body`` is the generic webhook body (README, "Tickets")."""
+    """One outbox row as an adapter sees it; ``body`` is the generic body (README, "Tickets")."""
 
     upstream: str
     incident_id: str
