@@ -10,6 +10,12 @@ The lifecycle's clock is the receive time: holds measure how long ccwatch has se
 condition, the way Prometheus' ``for:`` does, so a publisher's clock skew cannot open
 or resolve anything early. The calls window uses the messages' own ``ts`` so a replayed
 backlog adds up the same as the live stream did.
+
+Counts are checked against the seats whichever way they arrive (in the message, from an
+earlier message, or ``components.<name>.seats``): more agents than seats is rejected as
+``inconsistent``. A sample already older than ``stale_after`` when it arrives (a retained
+message from yesterday, a long-queued backlog) is recorded for the gauges but moves no
+incident (``ccwatch_ingest_stale_samples_total``).
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ class IngestMetrics:
         )
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+        self.stale = Counter(
+            "ccwatch_ingest_stale_samples_total",
+            "Samples older than stale_after on arrival: shown, but they move no incident",
+            ["component"],
+            registry=registry,
+        )
 
 
 class _ReceivedCollector(Collector):
@@ -132,6 +144,7 @@ class _Component:
     seats_fallback: float | None
     loss_gauge: Gauge
     severity_gauge: Gauge
+    stale_counter: Counter
     # Last values set on the gauges: setting one takes a lock, so only changes are set.
     last_loss: float = -1.0
     last_severity: int = -1
@@ -164,6 +177,7 @@ class Pipeline:
             min_calls_offered=classification.min_calls_offered,
         )
         self.window_seconds = classification.window.total_seconds()
+        self.stale_after = classification.stale_after.total_seconds()
         self.window_label = format_duration(classification.window)
         self._components: dict[str, _Component] = {}
         self._last_logged: dict[str, float] = {}
@@ -203,7 +217,10 @@ class Pipeline:
             return []
         transitions: list[Transition] = []
         for measurement in measurements:
-            transitions.extend(self.classify(measurement))
+            try:
+                transitions.extend(self.classify(measurement))
+            except PayloadError as exc:
+                self._reject(exc, topic, received_at)
         return transitions
 
     def classify(self, m: Measurement) -> list[Transition]:
@@ -214,7 +231,11 @@ class Pipeline:
         lag = m.received_at - m.ts
         self._observe_lag(lag if lag > 0 else 0.0)
         window = state.window
-        if m.seats is not None:
+        if m.seats is None:
+            seats = window.seats if window.seats is not None else state.seats_fallback
+            if seats is not None:
+                _check_capacity(m, seats)  # raises PayloadError before anything is stored
+        else:
             window.seats = m.seats
         if m.agents_unable_to_take_calls is not None:
             window.agents_unable_to_take_calls = m.agents_unable_to_take_calls
@@ -241,6 +262,9 @@ class Pipeline:
         if assessment.severity != state.last_severity:
             state.last_severity = assessment.severity
             state.severity_gauge.set(assessment.severity)
+        if lag > self.stale_after:
+            state.stale_counter.inc()
+            return []
         return self.incidents.observe(m.component, assessment, m.received_at)
 
     # --- helpers --------------------------------------------------------------------
@@ -254,6 +278,7 @@ class Pipeline:
             seats_fallback=float(settings.seats) if settings.seats is not None else None,
             loss_gauge=self.metrics.loss.labels(site=site, component=name),
             severity_gauge=self.metrics.severity.labels(site=site, component=name),
+            stale_counter=self.metrics.stale.labels(component=name),
         )
         self._components[name] = state
         return state
@@ -271,3 +296,19 @@ class Pipeline:
                 exc.detail,
                 exc.reason,
             )
+
+
+_SEAT_COUNTS = (
+    "agents_logged_in",
+    "agents_expected",
+    "agents_unable_to_login",
+    "agents_unable_to_take_calls",
+)
+
+
+def _check_capacity(m: Measurement, seats: float) -> None:
+    """The payload parser's seat check, for a message that carries no ``seats``."""
+    for name in _SEAT_COUNTS:
+        value = getattr(m, name)
+        if value is not None and value > seats:
+            raise PayloadError("inconsistent", f"{name} ({value:g}) > seats ({seats:g})")
