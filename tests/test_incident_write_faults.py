@@ -190,3 +190,31 @@ def test_a_fifo_named_as_a_log_file_is_not_read(tmp_path: Path) -> None:
         production_loss=0.1, peak_loss=0.1, impact="x", opened_at=0.0, updated_at=0.0,
     )  # fmt: skip
     assert gatherer(incident)["log_excerpt"] == [f"(not reading {fifo}: not a regular file)"]
+
+
+def test_bodies_are_stored_redacted(tmp_path: Path, receiver: Receiver) -> None:
+    """The state database keeps no secret a log excerpt carried (it is a file on disk,
+    backed up and copied around)."""
+    log = tmp_path / "acd.log"
+    log.write_text("10:01 acd: login failed password=Sup3rSecretPw for agent 17\n")
+    config = config_for(
+        tmp_path / "state.db",
+        f"{receiver.url}/hook",
+        components={"acd": {"seats": 100, "log_files": [str(log)]}},
+    )
+    store = open_state(config.state.path)
+    service = build_incident_service(config, store, CollectorRegistry())
+
+    async def scenario() -> None:
+        await service.apply(service.observe("acd", CRITICAL, time.time()))
+        await service.wait_background()
+
+    try:
+        asyncio.run(scenario())
+        bodies = store.run_sync(lambda c: [r[0] for r in c.execute("SELECT body FROM outbox")])
+    finally:
+        store.close()
+    (body,) = bodies
+    assert "login failed password=" in body  # the excerpt is there...
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    assert b"Sup3rSecretPw" not in raw  # ...but not the password, anywhere in the files

@@ -37,8 +37,6 @@ from ccwatch.ingest.pipeline import Pipeline
 from ccwatch.logs import setup_logging
 from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
 from ccwatch.readiness import Readiness
-from ccwatch.redact import configure as configure_redaction
-from ccwatch.redact import secrets_from_config
 from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
@@ -68,7 +66,6 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     """
     config = runtime.config
     incidents = runtime.incidents
-    configure_redaction(secrets_from_config(config))
     services: dict[str, Service] = {}
 
     # Tickets: the outbox dispatcher and the SLA watcher.
@@ -215,7 +212,9 @@ class Daemon:
         self.notifier.reloading()
         path = self.runtime.config_path
         try:
-            new_config = load_config(path)
+            # Parsed on a thread: a large or slow config file must not stall /healthz and
+            # the watchdog while it is read.
+            new_config = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             self.metrics.config_reload_failures.inc()
             self.metrics.config_last_reload_successful.set(0)

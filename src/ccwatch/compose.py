@@ -18,6 +18,8 @@ from ccwatch.config import Config
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
+from ccwatch.redact import configure as configure_redaction
+from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
 from ccwatch.state import Migrations, StateStore
 from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
@@ -66,13 +68,16 @@ def configure_incident_service(
     on_change: OnChange = _ignore,
     on_write_failure: Callable[[], None] = _nothing,
 ) -> IncidentService:
-    """Give the service the (re)loaded config's settings and hooks."""
+    """Give the service the (re)loaded config's settings and hooks. Bodies are redacted
+    before they are stored, with the configured secrets."""
+    redactor = configure_redaction(secrets_from_config(config))
     service.reconfigure(
         incident_settings(config),
         body_extras=SlaBody(config.sla),
         diagnostics=DiagnosticsGatherer(config.components),
         on_change=on_change,
         on_write_failure=on_write_failure,
+        redact=redactor.value,
     )
     return service
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -301,12 +301,15 @@ def write_transition(
     upstreams: Sequence[Upstream],
     extras: BodyExtras | None = None,
     hold_open_until: float | None = None,
+    redact: Callable[[Any], Any] | None = None,
 ) -> tuple[Incident, list[str]]:
     """Write one change: the incident, its timeline entry and its outbox rows, atomically.
 
     Returns the record as written and the upstreams its event was queued for.
     ``hold_open_until`` keeps an ``open`` event's rows back until then (or until
     ``attach_diagnostics`` releases them), so they go out with the diagnostics.
+    ``redact`` is applied to the event body before it is stored: the state database
+    keeps no secret a log excerpt or an impact text carried.
     """
     with transaction(conn):
         stored = load_incident(conn, transition.incident_id)
@@ -335,7 +338,7 @@ def write_transition(
             due = transition.at
             if hold_open_until is not None and event is Event.OPEN:
                 due = hold_open_until
-            _enqueue(conn, incident, event, names, transition.at, due, body_extras)
+            _enqueue(conn, incident, event, names, transition.at, due, body_extras, redact)
     return incident, names
 
 
@@ -347,10 +350,14 @@ def _enqueue(
     now: float,
     due: float,
     extras: Mapping[str, Any],
+    redact: Callable[[Any], Any] | None,
 ) -> None:
     if not names:
         return
-    body = json.dumps(event_body(incident, event, extras), separators=(",", ":"), default=str)
+    content = event_body(incident, event, extras)
+    if redact is not None:
+        content = redact(content)
+    body = json.dumps(content, separators=(",", ":"), default=str)
     idempotency_key = f"{incident.dedup_key}:{incident.seq}"
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"

@@ -117,6 +117,7 @@ class IncidentService:
         diagnostics_timeout: float = DIAGNOSTICS_TIMEOUT,
         on_change: OnChange = _ignore,
         on_write_failure: Callable[[], None] = lambda: None,
+        redact: Callable[[Any], Any] | None = None,
         new_id: Callable[[], str] = new_incident_id,
     ) -> None:
         self.store = store
@@ -128,6 +129,7 @@ class IncidentService:
         self.diagnostics_timeout = diagnostics_timeout
         self.on_change = on_change
         self.on_write_failure = on_write_failure
+        self.redact = redact
         self._new_id = new_id
         self.metrics = shared_metrics(IncidentMetrics, registry)
         self.lifecycle = Lifecycle(settings.site, settings.lifecycle, new_id)
@@ -173,6 +175,7 @@ class IncidentService:
         diagnostics: Diagnostics | None = None,
         on_change: OnChange = _ignore,
         on_write_failure: Callable[[], None] = lambda: None,
+        redact: Callable[[Any], Any] | None = None,
     ) -> None:
         """A (re)loaded config: new holds, routes and hooks apply from now; incidents go on."""
         self.settings = settings
@@ -181,6 +184,7 @@ class IncidentService:
         self.diagnostics = diagnostics
         self.on_change = on_change
         self.on_write_failure = on_write_failure
+        self.redact = redact
 
     async def wait_background(self) -> None:
         """Until the diagnostics being gathered are attached (tests, a clean stop)."""
@@ -350,10 +354,12 @@ class IncidentService:
         if wants_diagnostics:
             hold = transition.at + self.diagnostics_timeout + 1.0
         upstreams = self.settings.upstreams
-        extras = self.body_extras
+        extras, redact = self.body_extras, self.redact
         try:
             incident, names = await self.store.run(
-                lambda conn: repository.write_transition(conn, transition, upstreams, extras, hold)
+                lambda conn: repository.write_transition(
+                    conn, transition, upstreams, extras, hold, redact
+                )
             )
         except repository.UnknownIncidentError:
             self.lifecycle.abandon(transition)
@@ -441,6 +447,8 @@ class IncidentService:
             logger.exception("diagnostics for incident %s failed (a ccwatch bug)", incident.id)
             found = None
         now = self.clock()
+        if found is not None and self.redact is not None:
+            found = self.redact(found)
         try:
             if found is None:
                 await self.store.run(
