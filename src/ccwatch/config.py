@@ -31,7 +31,7 @@ from ccwatch.classify import Thresholds
 from ccwatch.config_errors import format_validation_errors as format_validation_errors
 from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
+from ccwatch.configbase import SecretEnv, SecretFile, StrictModel, repeated
 from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
 from ccwatch.notify.config import EmailConfig as EmailConfig
@@ -197,8 +197,7 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _unique_upstream_names(self) -> Config:
-        names = [upstream.upstream_name for upstream in self.tickets]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = repeated(upstream.upstream_name for upstream in self.tickets)
         if duplicates:
             raise ValueError(
                 f"tickets: upstream names must be unique, {', '.join(duplicates)} repeats; "

@@ -15,6 +15,8 @@ words wherever they are written.
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +74,12 @@ SecretEnv = Annotated[str | None, AfterValidator(_env_var_is_set)]
 
 SecretFile = Annotated[Path | None, AfterValidator(_secret_file_is_readable)]
 """Path of a file whose first line is a secret; must be readable when the item is enabled."""
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted (for "must be unique" errors)."""
+    seen: Counter[str] = Counter(names)
+    return sorted(name for name, count in seen.items() if count > 1)
 
 
 def read_secret(env: str | None, file: Path | None) -> str | None:

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from ccwatch.configbase import UTC_ZONE, StrictModel, TimeZone, time_zone
+from ccwatch.configbase import UTC_ZONE, StrictModel, TimeZone, repeated, time_zone
 from ccwatch.durations import Duration
 from ccwatch.severity import Severity, SeverityName
 
@@ -438,10 +438,8 @@ class EscalationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> EscalationConfig:
-        names = [level.name for level in self.levels]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"levels: names must be unique, {', '.join(repeated)} repeats")
+        if twice := repeated(level.name for level in self.levels):
+            raise ValueError(f"levels: names must be unique, {', '.join(twice)} repeats")
         return self
 
 

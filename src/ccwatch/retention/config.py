@@ -31,6 +31,7 @@ from ccwatch.configbase import (
     StrictModel,
     TimeZone,
     read_secret,
+    repeated,
 )
 from ccwatch.durations import Duration
 from ccwatch.errors import RetentionError
@@ -147,10 +148,8 @@ class RetentionDatabase(StrictModel):
                 f"database {self.name!r}: give exactly one of dsn, dsn_env, dsn_file "
                 f"(got {', '.join(given) or 'none'})"
             )
-        tables = [table.table for table in self.tables]
-        repeated = sorted({t for t in tables if tables.count(t) > 1})
-        if repeated:
-            raise ValueError(f"database {self.name!r}: table {', '.join(repeated)} listed twice")
+        if twice := repeated(table.table for table in self.tables):
+            raise ValueError(f"database {self.name!r}: table {', '.join(twice)} listed twice")
         return self
 
     @property
@@ -236,10 +235,8 @@ class RetentionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RetentionConfig:
-        names = [database.name for database in self.databases]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"database names must be unique; {', '.join(repeated)} repeats")
+        if twice := repeated(database.name for database in self.databases):
+            raise ValueError(f"database names must be unique; {', '.join(twice)} repeats")
         return self
 
     @property
