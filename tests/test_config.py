@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import available_timezones
 
 import pytest
 import yaml
@@ -280,3 +281,15 @@ def test_features_do_not_import_the_root_config() -> None:
     code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('ccwatch.config' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"
+
+
+@given(st.sampled_from(sorted(available_timezones())))
+def test_every_iana_zone_is_one_time_zone_type_that_round_trips(name: str) -> None:
+    from ccwatch.configbase import CronSchedule
+
+    schedule = CronSchedule.model_validate({"cron": "30 6 * * *", "timezone": name})
+    assert str(schedule.timezone) == name
+    assert schedule.model_dump(mode="json")["timezone"] == name
+    assert CronSchedule.model_validate(schedule.model_dump(mode="json")) == schedule
+    fire = schedule.trigger().get_next_fire_time(None, datetime.now(UTC))
+    assert fire is not None and fire.tzinfo == schedule.timezone
