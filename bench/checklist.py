@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ccwatch.checklists.checks import CheckEnv
-from ccwatch.checklists.definition import Checklist, load_checklists
+from ccwatch.checklists.definition import Checklist
 from ccwatch.checklists.result import CheckResult
 from ccwatch.checklists.runner import run_check, run_checklist
 from ccwatch.config import load_config
@@ -39,8 +39,8 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.config)
-    (checklist,) = [c for c in load_checklists(config, args.config) if c.name == args.name]
-    env = CheckEnv(config=config)
+    (checklist,) = [c for c in config.checklists.definitions if c.name == args.name]
+    env = CheckEnv(config=config.check_settings())
     asyncio.run(run_checklist(checklist, env))  # warm-up
 
     walls: list[float] = []

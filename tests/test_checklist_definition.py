@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ccwatch.checklists.checks import REGISTRY, CheckEnv
-from ccwatch.checklists.definition import load_checklist_file, load_checklists
+from ccwatch.checklists.definition import load_checklist_file
 from ccwatch.checklists.result import Status
 from ccwatch.checklists.runner import run_checklist
 from ccwatch.config import load_config
@@ -146,7 +146,7 @@ SHIPPED_CONFIG = REPO_ROOT / "config.yaml"
 
 def test_shipped_daily_checklist_covers_every_check_type() -> None:
     config = load_config(SHIPPED_CONFIG)
-    (daily,) = [c for c in load_checklists(config, SHIPPED_CONFIG) if c.name == "daily"]
+    (daily,) = [c for c in config.checklists.definitions if c.name == "daily"]
     assert {check.type for check in daily.checks} == set(REGISTRY)
     assert daily.schedule is not None
 
@@ -154,8 +154,8 @@ def test_shipped_daily_checklist_covers_every_check_type() -> None:
 def test_shipped_daily_checklist_runs_here_without_errors() -> None:
     """Checks may fail about this host, but none may be unable to run."""
     config = load_config(SHIPPED_CONFIG)
-    (daily,) = [c for c in load_checklists(config, SHIPPED_CONFIG) if c.name == "daily"]
-    run = asyncio.run(run_checklist(daily, CheckEnv(config=config)))
+    (daily,) = [c for c in config.checklists.definitions if c.name == "daily"]
+    run = asyncio.run(run_checklist(daily, CheckEnv(config=config.check_settings())))
     errors = [(r.id, r.value) for r in run.results if r.status is Status.ERROR]
     assert errors == []
     assert [r.id for r in run.results] == [c.id for c in daily.checks]

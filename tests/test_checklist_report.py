@@ -175,7 +175,7 @@ def _received(tmp_path: Path, smtp_server: Any, recipients: str) -> tuple[list[s
             "checks:\n  - {id: m, type: memory}\n",
         )
     )
-    asyncio.run(send_report(sample_run(), checklist, cfg))
+    asyncio.run(send_report(sample_run(), checklist, cfg.email))
     ((rcpt, raw),) = inbox.messages
     message = email.message_from_bytes(raw, policy=default_policy)
     assert isinstance(message, EmailMessage)

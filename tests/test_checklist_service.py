@@ -93,8 +93,9 @@ def service(
         }
     )
     built = ChecklistService(
-        cfg,
         [checklist],
+        cfg.check_settings(),
+        cfg.email,
         store,
         registry,
         incidents=incidents,
@@ -174,7 +175,8 @@ def test_no_email_section_still_runs(tmp_path: Path, store: StateStore) -> None:
 def test_the_scheduled_job_catches_up_a_missed_morning(tmp_path: Path, store: StateStore) -> None:
     svc, _, _ = service(tmp_path, store, Host(), sent=[])
     (job,) = svc.jobs()
-    assert (job.name, job.cron, job.timezone) == ("checklist:daily", "30 6 * * *", "Asia/Kolkata")
+    assert job.name == "checklist:daily"
+    assert (job.schedule.cron, str(job.schedule.timezone)) == ("30 6 * * *", "Asia/Kolkata")
 
     def down_since_yesterday(connection: sqlite3.Connection) -> None:
         with transaction(connection):

@@ -26,7 +26,7 @@ def config(**overrides: Any) -> Config:
 def env(cfg: Config | None = None, clock: float | None = None, **probes: Any) -> CheckEnv:
     host = dataclasses.replace(HostProbes(), **probes)
     return CheckEnv(
-        config=cfg or config(),
+        config=(cfg or config()).check_settings(),
         host=host,
         clock=(lambda: clock) if clock is not None else time.time,
     )

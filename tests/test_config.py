@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import available_timezones
 
 import pytest
 import yaml
@@ -190,3 +191,105 @@ def test_sample_config_dumps_and_reloads(tmp_path: Path) -> None:
     path = tmp_path / "roundtrip.yaml"
     path.write_text(yaml.safe_dump(dumped))
     assert load_config(path) == config
+
+
+def test_load_config_holds_the_validated_checklists(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "daily.yaml").write_text(
+        "schedule: {cron: '30 6 * * *', timezone: Asia/Kolkata}\nchecks:\n  - {id: m, type: memory}\n"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + "checklists: {dir: lists}\n")
+    config = load_config(path)
+    assert config.checklists.dir == lists  # resolved against the config file's folder
+    (daily,) = config.checklists.definitions
+    assert (daily.name, daily.checks[0].id) == ("daily", "m")
+    assert daily.schedule is not None and str(daily.schedule.timezone) == "Asia/Kolkata"
+    # Read once: what was loaded stays what the daemon runs until the next load.
+    (lists / "daily.yaml").write_text("checks: []\n")
+    assert config.checklists.definitions == (daily,)
+    result = run_check_config(path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"{lists / 'daily.yaml'}: checks: List should have at least 1 item after validation, not 0"
+    )
+
+
+def test_checklists_are_not_written_inline(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + "checklists: {definitions: [{name: x}]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "checklists: definitions: checklists are written as files in the `dir` folder, "
+        "not in config.yaml"
+    ]
+
+
+def test_check_config_counts_the_checklists() -> None:
+    result = run_check_config(SHIPPED)
+    assert result.returncode == 0, result.stderr
+    assert " 1 checklist(s), " in result.stdout
+
+
+UNKNOWN_ZONE = "unknown time zone 'Mars/Olympus'; use an IANA name such as 'Asia/Kolkata' or 'UTC'"
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ("retention: {schedule: {timezone: Mars/Olympus}}", "retention -> schedule -> timezone"),
+        (
+            "retention: {window: {start: '01:00', end: '05:00', timezone: Mars/Olympus}}",
+            "retention -> window -> timezone",
+        ),
+        ("sla: {calendars: {default: {timezone: Mars/Olympus}}}", "sla -> calendars -> default -> timezone"),
+    ],
+)
+def test_every_time_zone_is_refused_with_the_same_words(tmp_path: Path, section: str, path: str) -> None:
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(MINIMAL + section + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_path)
+    assert caught.value.problems == [f"{path}: {UNKNOWN_ZONE}"]
+
+
+def test_classification_thresholds_are_built_from_the_config(tmp_path: Path) -> None:
+    from ccwatch.classify import Thresholds, severity_for
+
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + "classification: {critical_at: 0.1, major_above: 0.01, min_calls_offered: 5}\n")
+    classification = load_config(path).classification
+    assert classification.thresholds == Thresholds(critical_at=0.1, major_above=0.01, min_calls_offered=5)
+    assert severity_for(0.15, classification.thresholds) is Severity.CRITICAL  # default would say major
+    assert load_config(SHIPPED).classification.thresholds == Thresholds()  # seed 004's
+
+
+def test_features_do_not_import_the_root_config() -> None:
+    """Each feature gets its own section; only the CLI and the daemon's root see Config."""
+    modules = [
+        "ccwatch.checklists.cli",
+        "ccwatch.checklists.config",
+        "ccwatch.checklists.service",
+        "ccwatch.notify.email",
+        "ccwatch.retention.cli",
+        "ccwatch.retention.job",
+        "ccwatch.scheduler",
+        "ccwatch.sla",
+    ]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('ccwatch.config' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@given(st.sampled_from(sorted(available_timezones())))
+def test_every_iana_zone_is_one_time_zone_type_that_round_trips(name: str) -> None:
+    from ccwatch.configbase import CronSchedule
+
+    schedule = CronSchedule.model_validate({"cron": "30 6 * * *", "timezone": name})
+    assert str(schedule.timezone) == name
+    assert schedule.model_dump(mode="json")["timezone"] == name
+    assert CronSchedule.model_validate(schedule.model_dump(mode="json")) == schedule
+    fire = schedule.trigger().get_next_fire_time(None, datetime.now(UTC))
+    assert fire is not None and fire.tzinfo == schedule.timezone

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ccwatch.compose import open_state
+from ccwatch.configbase import CronSchedule, cron_trigger
 from ccwatch.scheduler import (
     ScheduledJob,
-    cron_trigger,
     last_run_times,
     missed_fire_time,
     run_scheduler,
@@ -22,6 +22,12 @@ from ccwatch.scheduler import (
 from ccwatch.state import StateStore, transaction
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 14:30 in Asia/Kolkata
+
+
+def scheduled(
+    name: str, cron: str, zone: str, run: Callable[[], Awaitable[None]], catch_up: bool = True
+) -> ScheduledJob:
+    return ScheduledJob(name, CronSchedule(cron=cron, timezone=zone, catch_up=catch_up), run)
 
 
 def _set_last_run(store: StateStore, job: str, at: datetime) -> None:
@@ -72,7 +78,7 @@ def test_missed_fire_time_is_the_first_one_after_the_last_run() -> None:
 )
 def test_invalid_cron_or_zone_says_what_is_wrong(cron: str, zone: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("*", r"\*")):
-        ScheduledJob("x", cron, zone, _noop)
+        CronSchedule(cron=cron, timezone=zone)
 
 
 async def _noop() -> None:
@@ -89,7 +95,7 @@ def test_missed_runs_after_downtime_run_once_on_start(store: StateStore) -> None
 
     # Down for three days: three fire times missed, one catch-up run.
     _set_last_run(store, "checklist:daily", NOW - timedelta(days=3))
-    jobs = [ScheduledJob("checklist:daily", "30 6 * * *", "Asia/Kolkata", job)]
+    jobs = [scheduled("checklist:daily", "30 6 * * *", "Asia/Kolkata", job)]
     asyncio.run(_run_briefly(jobs, store, ran))
     assert calls == ["run"]
     assert last_run_times(store)["checklist:daily"] == NOW
@@ -102,7 +108,7 @@ def test_nothing_missed_means_no_run_on_start(store: StateStore) -> None:
         calls.append("run")
 
     _set_last_run(store, "retention", NOW - timedelta(hours=2))
-    jobs = [ScheduledJob("retention", "30 6 * * *", "Asia/Kolkata", job)]
+    jobs = [scheduled("retention", "30 6 * * *", "Asia/Kolkata", job)]
     asyncio.run(_run_briefly(jobs, store, None))
     assert calls == []
 
@@ -114,7 +120,7 @@ def test_catch_up_disabled_skips_the_missed_run(store: StateStore) -> None:
         calls.append("run")
 
     _set_last_run(store, "retention", NOW - timedelta(days=3))
-    jobs = [ScheduledJob("retention", "30 6 * * *", "Asia/Kolkata", job, catch_up=False)]
+    jobs = [scheduled("retention", "30 6 * * *", "Asia/Kolkata", job, catch_up=False)]
     asyncio.run(_run_briefly(jobs, store, None))
     assert calls == []
 
@@ -125,7 +131,7 @@ def test_first_start_records_a_baseline_so_later_downtime_is_caught_up(store: St
     async def job() -> None:
         calls.append("run")
 
-    jobs = [ScheduledJob("checklist:daily", "30 6 * * *", "UTC", job)]
+    jobs = [scheduled("checklist:daily", "30 6 * * *", "UTC", job)]
     asyncio.run(_run_briefly(jobs, store, None))
     assert calls == []
     assert last_run_times(store)["checklist:daily"] == NOW
@@ -139,7 +145,7 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_scheduler(store: StateS
         raise RuntimeError("database unreachable")
 
     _set_last_run(store, "retention", NOW - timedelta(days=2))
-    jobs = [ScheduledJob("retention", "0 2 * * *", "UTC", broken)]
+    jobs = [scheduled("retention", "0 2 * * *", "UTC", broken)]
     asyncio.run(_run_briefly(jobs, store, ran))
     assert last_run_times(store)["retention"] == NOW
 
@@ -157,7 +163,7 @@ def test_a_fire_time_runs_the_job_on_the_event_loop(store: StateStore) -> None:
         async def job() -> None:
             ran.set()
 
-        runner = _JobRunner(ScheduledJob("fires", "0 3 * * *", "UTC", job), store, NOW.timestamp)
+        runner = _JobRunner(scheduled("fires", "0 3 * * *", "UTC", job), store, NOW.timestamp)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
         add_runner(scheduler, runner, DateTrigger(run_date=datetime.now(UTC)))
         scheduler.start()

@@ -8,26 +8,42 @@ and are listed in ``LAZY_COMMANDS``, imported on first use.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ccwatch import __version__
-from ccwatch.config import Config, load_config, resolve_config_path
 from ccwatch.errors import ConfigError, StateStoreError
+
+if TYPE_CHECKING:
+    from ccwatch.config import Config
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
 class CliContext:
+    # ccwatch.config is imported on first use: its models import every check type, which
+    # `ccwatch --help` and `ccwatch version` do not need.
     def __init__(self, config_option: str | None) -> None:
-        self.config_path = resolve_config_path(config_option)
+        self.config_option = config_option
+
+    @functools.cached_property
+    def config_path(self) -> Path:
+        from ccwatch.config import resolve_config_path
+
+        return resolve_config_path(self.config_option)
 
     def load(self) -> Config:
-        """The validated config, or print every problem and exit 2."""
+        """The validated config (checklist files included), or print every problem and
+        exit 2."""
+        from ccwatch.config import load_config
+
         try:
             return load_config(self.config_path)
         except ConfigError as exc:

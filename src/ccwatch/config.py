@@ -1,33 +1,40 @@
 """The configuration: read once from YAML, validated in one pass, frozen.
 
-``load_config(path)`` returns a ``Config`` or raises ``ConfigError`` listing every
-problem on its own line with its key path (list items counted from 1), e.g.::
+``load_config(path)`` returns the whole ``Config``, the checklist files of
+``checklists.dir`` included (``config.checklists.definitions``), or raises
+``ConfigError`` listing every problem on its own line with its key path (list items
+counted from 1; the lines are made in ``config_errors``), e.g.::
 
     tickets -> 2 -> url: Input should be a valid URL, relative URL without a base
     mqtt -> prot: unknown key; did you mean 'port'?
 
 Nothing here touches the network. Only ``app.py`` (the composition root) and the CLI
-call ``load_config``; everything else receives the models it needs.
+call ``load_config`` or see ``Config``; every feature receives its own section (and
+plain values such as the site name), never the root model. This module imports the
+features' models; no feature imports it.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
-import types
 import typing
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from ccwatch.checklists.checks import CheckSettings
 from ccwatch.checklists.config import ChecklistsConfig
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
+from ccwatch.classify import Thresholds
+from ccwatch.config_errors import format_validation_errors as format_validation_errors
+from ccwatch.config_errors import read_yaml as read_yaml
+from ccwatch.config_errors import validate_data as validate_data
+from ccwatch.configbase import SecretEnv, SecretFile, StrictModel, repeated
 from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
+from ccwatch.notify.config import EmailConfig as EmailConfig
 from ccwatch.retention.config import RetentionConfig
 from ccwatch.severity import Severity, SeverityName
 from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
@@ -129,6 +136,7 @@ class ClassificationConfig(StrictModel):
     min_calls_offered: int = Field(20, ge=0)
     critical_at: float = Field(0.20, gt=0, le=1)
     major_above: float = Field(0.02, ge=0, lt=1)
+    _thresholds: Thresholds = PrivateAttr()
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> ClassificationConfig:
@@ -138,28 +146,17 @@ class ClassificationConfig(StrictModel):
             )
         if self.window <= timedelta(0) or self.stale_after <= timedelta(0):
             raise ValueError("window and stale_after must be greater than 0")
+        self._thresholds = Thresholds(
+            critical_at=self.critical_at,
+            major_above=self.major_above,
+            min_calls_offered=self.min_calls_offered,
+        )
         return self
 
-
-class EmailConfig(StrictModel):
-    """The SMTP relay used for the checklist report and the e-mail ticket upstream."""
-
-    host: str
-    port: int = Field(587, ge=1, le=65535)
-    from_address: str = Field(alias="from")
-    to: list[str] = Field(default_factory=list, description="default recipients (IT team)")
-    starttls: bool = True
-    ssl: bool = False
-    username: str | None = None
-    password_env: SecretEnv = None
-    password_file: SecretFile = None
-    timeout: Duration = timedelta(seconds=30)
-
-    @model_validator(mode="after")
-    def _one_tls_mode(self) -> EmailConfig:
-        if self.ssl and self.starttls:
-            raise ValueError("choose either ssl (implicit TLS, port 465) or starttls, not both")
-        return self
+    @property
+    def thresholds(self) -> Thresholds:
+        """The severity boundaries and the calls guard, built once at validation."""
+        return self._thresholds
 
 
 class LoggingConfig(StrictModel):
@@ -200,8 +197,7 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _unique_upstream_names(self) -> Config:
-        names = [upstream.upstream_name for upstream in self.tickets]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = repeated(upstream.upstream_name for upstream in self.tickets)
         if duplicates:
             raise ValueError(
                 f"tickets: upstream names must be unique, {', '.join(duplicates)} repeats; "
@@ -214,6 +210,15 @@ class Config(StrictModel):
             raise ValueError("; ".join(problems))
         return self
 
+    def check_settings(self) -> CheckSettings:
+        """What the checklist checks may read of this config (they never see all of it)."""
+        return CheckSettings(
+            site=self.site,
+            mqtt=self.mqtt,
+            components=tuple(self.components),
+            retention=self.retention,
+        )
+
     @property
     def mqtt_client_id(self) -> str:
         return self.mqtt.client_id or f"ccwatch-{self.site}"
@@ -225,6 +230,7 @@ class Config(StrictModel):
             f"mqtt {self.mqtt.host}:{self.mqtt.port} (prefix {self.mqtt.topic_prefix}), "
             f"http {self.http.listen}, {len(enabled)} ticket upstream(s)"
             f"{' (' + ', '.join(enabled) + ')' if enabled else ''}, "
+            f"{len(self.checklists.definitions)} checklist(s), "
             f"{len(self.retention.databases)} retention database(s), state {self.state.path}"
         )
 
@@ -241,154 +247,17 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return DEFAULT_CONFIG_PATHS[0]
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; syntax errors become a ConfigError naming the line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read {path}: {exc.strerror}"]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(str(path), [f"YAML syntax error at {where}: {problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"YAML syntax error: {exc}"]) from None
-
-
-def validate_data(model: type[BaseModel], data: Any, source: str) -> Any:
-    """Validate ``data`` into ``model``; every problem becomes one path-named line."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, format_validation_errors(exc, data, model)) from None
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
+    """The whole configuration: config.yaml, then the checklist files it points to.
+
+    Checklist files are configuration too: a broken one is refused like a broken
+    config (its problems are named by file). ``checklists.dir`` comes back resolved
+    against the config file's folder.
+    """
     config_path = Path(path)
     data = read_yaml(config_path)
     if not isinstance(data, dict):
         raise ConfigError(str(config_path), ["the config must be a YAML mapping of sections"])
     config: Config = validate_data(Config, data, str(config_path))
-    # Checklist files are configuration too: a broken one is refused like a broken config.
-    from ccwatch.checklists.definition import load_checklists  # late: it imports this module
-
-    load_checklists(config, config_path)
-    return config
-
-
-# --- error formatting ------------------------------------------------------------------
-
-_SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "routing_key", "dsn")
-
-
-def format_validation_errors(exc: ValidationError, data: Any, model: type[BaseModel]) -> list[str]:
-    lines: list[str] = []
-    for error in exc.errors(include_url=False):
-        path, hint = _readable_location(error["loc"], data, model, error["type"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key" + hint
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{path}: {message}" if path else message)
-    return lines
-
-
-def _readable_location(
-    loc: tuple[int | str, ...], data: Any, model: type[BaseModel], error_type: str
-) -> tuple[str, str]:
-    """Key path with list items counted from 1, union tags dropped, and a near-miss hint."""
-    parts: list[str] = []
-    node: Any = data
-    annotation: Any = model
-    for index, key in enumerate(loc):
-        is_last = index == len(loc) - 1
-        # A tagged-union branch name ('webhook') that pydantic puts into the path.
-        is_union_tag = isinstance(node, dict) and key not in node and node.get("type") == key
-        if is_union_tag and not is_last and isinstance(key, str):
-            annotation = _union_member(annotation, key)
-            continue
-        if isinstance(key, int):
-            parts.append(str(key + 1))
-            node = node[key] if isinstance(node, list) and key < len(node) else None
-            annotation = _item_type(annotation)
-            continue
-        parts.append(str(key))
-        if is_last and error_type == "extra_forbidden":
-            return " -> ".join(parts), _near_miss_hint(key, annotation)
-        node = node.get(key) if isinstance(node, dict) else None
-        annotation = _field_type(annotation, key)
-    return " -> ".join(parts), ""
-
-
-def _near_miss_hint(key: str, annotation: Any) -> str:
-    fields = _model_fields(annotation)
-    if any(word in key.lower() for word in _SECRET_WORDS) and not key.endswith(("_env", "_file")):
-        choices = [f for f in fields if f.endswith(("_env", "_file"))] or [f"{key}_env"]
-        return (
-            "; secrets are never written inline: name an environment variable or a file "
-            f"({', '.join(choices)})"
-        )
-    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    if fields:
-        return f"; allowed keys here: {', '.join(sorted(fields))}"
-    return ""
-
-
-def _model_fields(annotation: Any) -> list[str]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        names: list[str] = []
-        for name, field in annotation.model_fields.items():
-            names.append(field.alias or name)
-        return names
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
-def _field_type(annotation: Any, key: str) -> Any:
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        for name, field in annotation.model_fields.items():
-            if key in (name, field.alias):
-                return _strip_optional(field.annotation)
-        return None
-    if typing.get_origin(annotation) is dict:
-        return _strip_optional(typing.get_args(annotation)[1])
-    return None
-
-
-def _item_type(annotation: Any) -> Any:
-    annotation = _unwrap(annotation)
-    if typing.get_origin(annotation) is list:
-        return _strip_optional(typing.get_args(annotation)[0])
-    return None
-
-
-def _strip_optional(annotation: Any) -> Any:
-    annotation = _unwrap(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(members) == 1:
-            return _strip_optional(members[0])
-    return annotation
-
-
-def _union_member(annotation: Any, tag: str) -> Any:
-    annotation = _unwrap(annotation)
-    for member in typing.get_args(annotation):
-        member = _unwrap(member)
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            type_field = member.model_fields.get("type")
-            if type_field is not None and tag in typing.get_args(type_field.annotation):
-                return member
-    return None
+    checklists = config.checklists.load(config_path.parent)
+    return config.model_copy(update={"checklists": checklists})

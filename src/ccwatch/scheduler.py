@@ -3,7 +3,8 @@
 ``run_scheduler(jobs, store)`` runs APScheduler's ``AsyncIOScheduler`` with one cron
 trigger per job, in the job's own time zone, until it is cancelled::
 
-    jobs = [ScheduledJob("checklist:daily", "30 6 * * *", "Asia/Kolkata", run_daily)]
+    daily = CronSchedule(cron="30 6 * * *", timezone="Asia/Kolkata")
+    jobs = [ScheduledJob("checklist:daily", daily, run_daily)]
     await run_scheduler(jobs, runtime.store)
 
 Every run is recorded in the state database (``scheduler_runs``). On start, a job with
@@ -23,12 +24,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from ccwatch.configbase import CronSchedule
 from ccwatch.state import Migrations, StateStore, transaction
 
 logger = logging.getLogger(__name__)
@@ -50,33 +51,12 @@ MIGRATIONS = Migrations(
 
 @dataclass(frozen=True)
 class ScheduledJob:
-    """One cron job. ``name`` is unique and keys the run history (``checklist:daily``)."""
+    """One cron job. ``name`` is unique and keys the run history (``checklist:daily``);
+    ``schedule`` is validated already (it comes from the config)."""
 
     name: str
-    cron: str
-    timezone: str
+    schedule: CronSchedule
     run: Callable[[], Awaitable[None]]
-    catch_up: bool = True
-
-    def __post_init__(self) -> None:
-        cron_trigger(self.cron, self.timezone)  # raises ValueError naming the problem
-
-
-def cron_trigger(cron: str, timezone: str) -> CronTrigger:
-    """A 5-field crontab in an IANA time zone; ValueError says what is wrong with either."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {timezone!r}; use an IANA name such as 'Asia/Kolkata' or 'UTC'"
-        ) from None
-    try:
-        return CronTrigger.from_crontab(cron, timezone=zone)
-    except ValueError as exc:
-        raise ValueError(
-            f"invalid cron expression {cron!r}: {exc} "
-            "(5 fields: minute hour day-of-month month day-of-week, e.g. '30 6 * * *')"
-        ) from None
 
 
 def missed_fire_time(trigger: CronTrigger, last_run: datetime, now: datetime) -> datetime | None:
@@ -187,13 +167,15 @@ async def run_scheduler(
     catch_up: list[asyncio.Task[None]] = []
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
     for job in jobs:
-        trigger = cron_trigger(job.cron, job.timezone)
+        trigger = job.schedule.trigger()
         last_run = history.get(job.name)
         if last_run is None:
             # First start with this job: nothing was missed yet, but from now on a fire
             # time that passes while we are down will be caught up.
             await store.run(functools.partial(_record_baseline, job=job.name, at=clock()))
-        elif job.catch_up and (missed := missed_fire_time(trigger, last_run, now)) is not None:
+        elif job.schedule.catch_up and (
+            missed := missed_fire_time(trigger, last_run, now)
+        ) is not None:
             logger.info(
                 "scheduled job %s missed its run at %s while ccwatch was down; running it now",
                 job.name,
@@ -204,8 +186,8 @@ async def run_scheduler(
         logger.info(
             "scheduled %s (%s %s), next run %s",
             job.name,
-            job.cron,
-            job.timezone,
+            job.schedule.cron,
+            job.schedule.timezone,
             trigger.get_next_fire_time(None, now),
         )
     scheduler.start()
@@ -229,7 +211,7 @@ def _record_baseline(connection: sqlite3.Connection, job: str, at: float) -> Non
 
 def next_run_time(job: ScheduledJob, after: datetime) -> datetime | None:
     """When ``job`` fires next after ``after`` (for reports and the status page)."""
-    fire: datetime | None = cron_trigger(job.cron, job.timezone).get_next_fire_time(
+    fire: datetime | None = job.schedule.trigger().get_next_fire_time(
         None, after + timedelta(microseconds=1)
     )
     return fire

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from ccwatch.configbase import StrictModel
+from ccwatch.configbase import UTC_ZONE, StrictModel, TimeZone, repeated, time_zone
 from ccwatch.durations import Duration
 from ccwatch.severity import Severity, SeverityName
 
@@ -135,10 +135,10 @@ class BusinessCalendar:
     def build(
         cls,
         hours: str | Sequence[str] = "24x7",
-        timezone: str = "UTC",
+        timezone: ZoneInfo | str = UTC_ZONE,
         holidays: Iterable[date] = (),
     ) -> BusinessCalendar:
-        return cls(ZoneInfo(timezone), parse_hours(hours), frozenset(holidays))
+        return cls(time_zone(timezone), parse_hours(hours), frozenset(holidays))
 
     @property
     def always_open(self) -> bool:
@@ -212,20 +212,9 @@ class BusinessCalendar:
 class CalendarConfig(StrictModel):
     """``timezone`` (IANA), ``hours`` (24x7, 24x5 or rules) and ``holidays`` (local dates)."""
 
-    timezone: str = "UTC"
+    timezone: TimeZone = UTC_ZONE
     hours: str | list[str] = "24x5"
     holidays: list[date] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as 'Asia/Kolkata'"
-            ) from None
-        return value
 
     @field_validator("hours")
     @classmethod
@@ -449,10 +438,8 @@ class EscalationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> EscalationConfig:
-        names = [level.name for level in self.levels]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"levels: names must be unique, {', '.join(repeated)} repeats")
+        if twice := repeated(level.name for level in self.levels):
+            raise ValueError(f"levels: names must be unique, {', '.join(twice)} repeats")
         return self
 
 

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ccwatch.checklists.definition import Checklist, load_checklists
+from ccwatch.checklists.definition import Checklist
 from ccwatch.cliopts import format_option
 from ccwatch.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
     from ccwatch.cli import CliContext
+    from ccwatch.config import Config
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -29,9 +30,9 @@ def checklist_group() -> None:
     """Run the daily setup checklist now, or list the checklists."""
 
 
-def _select(context: CliContext, name: str | None) -> tuple[object, list[Checklist]]:
-    config = context.load()
-    checklists = load_checklists(config, context.config_path)
+def _select(context: CliContext, name: str | None) -> tuple[Config, list[Checklist]]:
+    config = context.load()  # the checklist files included, validated
+    checklists = list(config.checklists.definitions)
     if not checklists:
         click.echo(f"ccwatch: no checklist files in {config.checklists.dir}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -59,14 +60,12 @@ def run_command(context: CliContext, name: str | None, send: bool, output_format
     from ccwatch.checklists.report import render_json, render_text
     from ccwatch.checklists.runner import run_checklist
     from ccwatch.checklists.service import report_zone, send_report
-    from ccwatch.config import Config
 
     config, checklists = _select(context, name)
-    assert isinstance(config, Config)
     if send and config.email is None:
         click.echo("ccwatch: --email needs an `email:` section in the config", err=True)
         sys.exit(EXIT_CONFIG)
-    env = CheckEnv(config=config)
+    env = CheckEnv(config=config.check_settings())
     exit_code = 0
     reports: list[str] = []
     for checklist in checklists:
@@ -80,7 +79,7 @@ def run_command(context: CliContext, name: str | None, send: bool, output_format
             exit_code = EXIT_FAILURE
         if send:
             try:
-                to = asyncio.run(send_report(run, checklist, config))
+                to = asyncio.run(send_report(run, checklist, config.email))
             except ConfigError as exc:
                 click.echo(f"ccwatch: {checklist.name}: {'; '.join(exc.problems)}", err=True)
                 sys.exit(EXIT_CONFIG)
@@ -103,6 +102,6 @@ def list_command(context: CliContext) -> None:
     _, checklists = _select(context, None)
     for checklist in checklists:
         schedule = checklist.schedule
-        when = f"{schedule.cron} ({schedule.timezone})" if schedule else "not scheduled"
+        when = schedule.describe() if schedule else "not scheduled"
         enabled = len(checklist.enabled_checks())
         click.echo(f"{checklist.name:<16} {when:<32} {enabled} checks")

@@ -1,13 +1,44 @@
-"""Where the checklist definitions live (``checklists:`` in config.yaml)."""
+"""The checklists section: where the checklist files live (``checklists:`` in
+config.yaml) and, once ``load_config`` has read them, the validated checklists."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from ccwatch.checklists.definition import Checklist, load_checklists
 from ccwatch.configbase import StrictModel
 
 
 class ChecklistsConfig(StrictModel):
     dir: Path = Field(Path("checklists"), description="folder of checklist YAML files")
+    definitions: tuple[Checklist, ...] = Field(
+        (), exclude=True, description="the files of `dir`, validated (filled by load_config)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _definitions_come_from_files(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "definitions" in data:
+            raise ValueError(
+                "definitions: checklists are written as files in the `dir` folder, "
+                "not in config.yaml"
+            )
+        return data
+
+    def load(self, config_dir: Path) -> ChecklistsConfig:
+        """This section with ``dir`` resolved against ``config_dir`` (unless absolute) and
+        every checklist file of it validated; raises ConfigError naming each problem."""
+        folder = self.dir if self.dir.is_absolute() else config_dir / self.dir
+        return self.model_copy(update={"dir": folder}).with_checklists(load_checklists(folder))
+
+    def with_checklists(self, checklists: Iterable[Checklist]) -> ChecklistsConfig:
+        """This section holding ``checklists`` (what ``load`` does, for checklists at hand)."""
+        return self.model_copy(update={"definitions": tuple(checklists)})
+
+    @property
+    def scheduled(self) -> list[Checklist]:
+        return [checklist for checklist in self.definitions if checklist.schedule is not None]

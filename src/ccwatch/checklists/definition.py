@@ -1,4 +1,4 @@
-"""Checklist files: the model of one file, and loading every file of ``checklists.dir``.
+"""Checklist files: the model of one file, and loading every file of a folder.
 
 A checklist file (YAML)::
 
@@ -14,7 +14,9 @@ A checklist file (YAML)::
         timeout: 10s
 
 Problems are reported like config.yaml's, one per line with the key path (list items
-counted from 1), under the file's name. Loading touches no network.
+counted from 1), under the file's name. Loading touches no network. ``load_config``
+loads them with the rest of the configuration (``ChecklistsConfig.definitions``);
+nothing reads them again later.
 """
 
 from __future__ import annotations
@@ -37,13 +39,10 @@ from pydantic import (
 )
 
 from ccwatch.checklists.checks import REGISTRY, CheckType
-from ccwatch.configbase import StrictModel
+from ccwatch.config_errors import read_yaml, validate_data
+from ccwatch.configbase import CronSchedule, StrictModel
 from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
-from ccwatch.scheduler import cron_trigger
-
-if TYPE_CHECKING:
-    from ccwatch.config import Config
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _EMAIL = r"^[^@\s]+@[^@\s]+$"
@@ -115,28 +114,12 @@ def _email_address(value: str) -> str:
     return value
 
 
-class Schedule(StrictModel):
-    cron: str = Field(description="5-field crontab: minute hour day-of-month month day-of-week")
-    timezone: str = Field("UTC", description="IANA time zone of the cron expression")
-    catch_up: bool = Field(True, description="a run missed while ccwatch was down runs at start")
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        cron_trigger(value, "UTC")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        cron_trigger("0 0 * * *", value)
-        return value
-
-
 class Checklist(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str = ""
-    schedule: Schedule | None = Field(None, description="none: run only by `ccwatch checklist run`")
+    schedule: CronSchedule | None = Field(
+        None, description="none: run only by `ccwatch checklist run`"
+    )
     recipients: list[Annotated[str, AfterValidator(_email_address)]] = Field(default_factory=list)
     email_when: Literal["always", "problems", "never"] = Field(
         "always", description="when a scheduled run is e-mailed (problems: warn/fail/error)"
@@ -167,16 +150,8 @@ class Checklist(StrictModel):
         return [check for check in self.checks if check.enabled]
 
 
-def checklists_dir(config: Config, config_path: Path) -> Path:
-    """``checklists.dir``, relative to the config file's folder unless absolute."""
-    folder = config.checklists.dir
-    return folder if folder.is_absolute() else config_path.parent / folder
-
-
 def load_checklist_file(path: Path) -> Checklist:
     """One checklist file, validated; ConfigError lists every problem with its key path."""
-    from ccwatch.config import read_yaml, validate_data  # late: config.py imports us
-
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(str(path), ["a checklist file must be a YAML mapping (name, checks…)"])
@@ -185,13 +160,12 @@ def load_checklist_file(path: Path) -> Checklist:
     return checklist
 
 
-def load_checklists(config: Config, config_path: Path) -> list[Checklist]:
-    """Every ``*.yaml``/``*.yml`` of the checklists folder, in name order.
+def load_checklists(folder: Path) -> list[Checklist]:
+    """Every ``*.yaml``/``*.yml`` of ``folder``, in name order.
 
     A missing folder means no checklists (``ccwatch checklist run`` and the daemon's log
     say so). Problems of all files are collected into one ConfigError.
     """
-    folder = checklists_dir(config, config_path)
     if not folder.is_dir():
         return []
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])

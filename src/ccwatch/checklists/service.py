@@ -1,7 +1,9 @@
 """The checklist job of the daemon: run on schedule, keep history, metrics, incidents, e-mail.
 
 ``ChecklistService.run_and_report(checklist)`` is one complete run; ``jobs()`` gives the
-scheduler one ``ScheduledJob`` per checklist with a ``schedule:``. A check with
+scheduler one ``ScheduledJob`` per checklist with a ``schedule:``. The service gets the
+checklists ``load_config`` validated, the ``CheckSettings`` checks may read, the
+``email:`` relay and its collaborators; it never sees the root config. A check with
 ``open_incident: true`` reports an incident (component ``checklist:<check id>``, kind
 ``checklist``) while it fails and clears it when it passes again; a check that could not
 run (error) or was skipped leaves the incident as it is.
@@ -12,25 +14,25 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 
-from ccwatch.checklists.checks import CheckEnv, HostProbes
-from ccwatch.checklists.definition import Checklist, load_checklists
+from ccwatch.checklists.checks import CheckEnv, CheckSettings, HostProbes
+from ccwatch.checklists.config import ChecklistsConfig
+from ccwatch.checklists.definition import Checklist
 from ccwatch.checklists.history import last_run, save_run
 from ccwatch.checklists.metrics import ChecklistMetrics
 from ccwatch.checklists.report import email_message
 from ccwatch.checklists.result import ChecklistRun, Status
 from ccwatch.checklists.runner import run_checklist
-from ccwatch.config import Config, EmailConfig
 from ccwatch.errors import ConfigError, UpstreamError
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.metrics import shared_metrics
+from ccwatch.notify.config import EmailConfig
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
 from ccwatch.state import StateStore
@@ -47,24 +49,28 @@ INCIDENT_KIND = "checklist"
 def report_zone(checklist: Checklist) -> tzinfo:
     """The checklist's schedule time zone, else the host's."""
     if checklist.schedule is not None:
-        return ZoneInfo(checklist.schedule.timezone)
+        return checklist.schedule.timezone
     return datetime.now().astimezone().tzinfo or UTC
 
 
-def recipients(checklist: Checklist, config: Config) -> list[str]:
+def recipients(checklist: Checklist, email: EmailConfig | None) -> list[str]:
     if checklist.recipients:
         return list(checklist.recipients)
-    return list(config.email.to) if config.email is not None else []
+    return list(email.to) if email is not None else []
 
 
 async def send_report(
-    run: ChecklistRun, checklist: Checklist, config: Config, send: SendEmail | None = None
+    run: ChecklistRun,
+    checklist: Checklist,
+    email: EmailConfig | None,
+    send: SendEmail | None = None,
 ) -> list[str]:
-    """E-mail the report; returns the recipients. Raises UpstreamError, or ConfigError
-    when there is no ``email:`` section or nobody to send to."""
-    if config.email is None:
+    """E-mail the report through ``email`` (the ``email:`` section); returns the
+    recipients. Raises UpstreamError, or ConfigError when there is no ``email:`` section
+    or nobody to send to."""
+    if email is None:
         raise ConfigError("config", ["email: is not configured; add an `email:` section"])
-    to = recipients(checklist, config)
+    to = recipients(checklist, email)
     if not to:
         raise ConfigError(
             checklist.name, ["recipients: nobody to send to; set `recipients` or `email.to`"]
@@ -73,16 +79,17 @@ async def send_report(
         from ccwatch.notify.email import send_email
 
         send = send_email
-    message = email_message(run, config.email.from_address, to, report_zone(checklist))
-    await send(config.email, message)
+    message = email_message(run, email.from_address, to, report_zone(checklist))
+    await send(email, message)
     return to
 
 
 class ChecklistService:
     def __init__(
         self,
-        config: Config,
-        checklists: list[Checklist],
+        checklists: Sequence[Checklist],
+        settings: CheckSettings,
+        email: EmailConfig | None,
         store: StateStore,
         registry: CollectorRegistry,
         *,
@@ -91,12 +98,12 @@ class ChecklistService:
         clock: Callable[[], float] = time.time,
         send: SendEmail | None = None,
     ) -> None:
-        self.config = config
-        self.checklists = checklists
+        self.checklists = list(checklists)
+        self.email = email
         self.store = store
         self.metrics = shared_metrics(ChecklistMetrics, registry)
         self.incidents = incidents
-        self.env = CheckEnv(config=config, host=host or HostProbes(), clock=clock)
+        self.env = CheckEnv(config=settings, host=host or HostProbes(), clock=clock)
         self.send = send
 
     def restore_metrics(self) -> None:
@@ -123,7 +130,7 @@ class ChecklistService:
         if not wanted:
             return False
         try:
-            to = await send_report(run, checklist, self.config, self.send)
+            to = await send_report(run, checklist, self.email, self.send)
         except ConfigError as exc:
             logger.warning(
                 "checklist %s report not e-mailed: %s", checklist.name, "; ".join(exc.problems)
@@ -176,45 +183,56 @@ class ChecklistService:
                 )
 
     def jobs(self) -> list[ScheduledJob]:
-        jobs: list[ScheduledJob] = []
-        for checklist in self.checklists:
-            if checklist.schedule is None:
-                continue
-            jobs.append(
-                ScheduledJob(
-                    name=f"checklist:{checklist.name}",
-                    cron=checklist.schedule.cron,
-                    timezone=checklist.schedule.timezone,
-                    run=functools.partial(self._scheduled_run, checklist),
-                    catch_up=checklist.schedule.catch_up,
-                )
+        return [
+            ScheduledJob(
+                name=f"checklist:{checklist.name}",
+                schedule=checklist.schedule,
+                run=functools.partial(self._scheduled_run, checklist),
             )
-        return jobs
+            for checklist in self.checklists
+            if checklist.schedule is not None
+        ]
 
     async def _scheduled_run(self, checklist: Checklist) -> None:
         await self.run_and_report(checklist, trigger="schedule")
 
 
-def checklist_jobs(runtime: Runtime) -> list[ScheduledJob]:
-    """The scheduled jobs of every checklist (the daemon's composition root calls this)."""
-    config = runtime.config
-    try:
-        checklists = load_checklists(config, runtime.config_path)
-    except ConfigError as exc:
-        # Validated at start; a file edited since is refused until the next reload.
-        logger.error(
-            "checklists not scheduled, fix them and send SIGHUP: %s", "; ".join(exc.problems)
-        )
-        return []
+def checklist_scheduled_jobs(
+    checklists: ChecklistsConfig,
+    settings: CheckSettings,
+    email: EmailConfig | None,
+    *,
+    store: StateStore,
+    registry: CollectorRegistry,
+    incidents: ExternalIncidents | None,
+) -> list[ScheduledJob]:
+    """The scheduled jobs of every checklist (the daemon's composition root calls this).
+
+    ``checklists`` is ``config.checklists`` as ``load_config`` returned it (files read and
+    validated); the last stored results are shown in the metrics until the next run.
+    """
     service = ChecklistService(
-        config, checklists, runtime.store, runtime.registry, incidents=runtime.incidents
+        checklists.definitions, settings, email, store, registry, incidents=incidents
     )
     service.restore_metrics()
-    if config.email is None and any(
-        c.schedule is not None and c.email_when != "never" for c in checklists
+    if email is None and any(
+        c.schedule is not None and c.email_when != "never" for c in checklists.definitions
     ):
         logger.warning("checklist reports are not e-mailed: config.yaml has no `email:` section")
     return service.jobs()
+
+
+def checklist_jobs(runtime: Runtime) -> list[ScheduledJob]:
+    """Compatibility wrapper for ``app.py`` until it calls ``checklist_scheduled_jobs``."""
+    config = runtime.config
+    return checklist_scheduled_jobs(
+        config.checklists,
+        config.check_settings(),
+        config.email,
+        store=runtime.store,
+        registry=runtime.registry,
+        incidents=runtime.incidents,
+    )
 
 
 def _counts_text(run: ChecklistRun) -> str:

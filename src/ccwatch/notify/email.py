@@ -10,9 +10,9 @@ from __future__ import annotations
 import ssl
 from email.message import EmailMessage
 
-from ccwatch.config import EmailConfig
 from ccwatch.configbase import read_secret
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
+from ccwatch.notify.config import EmailConfig
 
 
 async def send_email(

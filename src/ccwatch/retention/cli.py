@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import click
 
 from ccwatch.cliopts import format_option
-from ccwatch.config import Config
 from ccwatch.errors import RetentionError
 from ccwatch.retention.job import RetentionJob
 
+if TYPE_CHECKING:
+    from ccwatch.cli import CliContext
+
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-
-class _ConfigSource(Protocol):
-    # ccwatch.cli.CliContext; not imported, so `python -m ccwatch.cli` has no import cycle.
-    def load(self) -> Config: ...
 
 
 @click.group()
@@ -42,7 +39,7 @@ def retention() -> None:
 )
 @click.pass_obj
 def run_command(
-    context: _ConfigSource,
+    context: CliContext,
     dry_run: bool,
     database: str | None,
     output_format: str,

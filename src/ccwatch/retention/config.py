@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -23,24 +22,21 @@ from pydantic import (
     model_validator,
 )
 
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel, read_secret
+from ccwatch.configbase import (
+    UTC_ZONE,
+    CronExpression,
+    CronSchedule,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    TimeZone,
+    read_secret,
+    repeated,
+)
 from ccwatch.durations import Duration
 from ccwatch.errors import RetentionError
 
 DEFAULT_MIN_KEEP_DAYS = 30
-
-
-def _valid_time_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r}; use an IANA name such as 'Asia/Kolkata' or 'UTC'"
-        ) from None
-    return name
-
-
-TimeZoneName = Annotated[str, AfterValidator(_valid_time_zone)]
 
 
 def _clock_time(value: object) -> object:
@@ -152,10 +148,8 @@ class RetentionDatabase(StrictModel):
                 f"database {self.name!r}: give exactly one of dsn, dsn_env, dsn_file "
                 f"(got {', '.join(given) or 'none'})"
             )
-        tables = [table.table for table in self.tables]
-        repeated = sorted({t for t in tables if tables.count(t) > 1})
-        if repeated:
-            raise ValueError(f"database {self.name!r}: table {', '.join(repeated)} listed twice")
+        if twice := repeated(table.table for table in self.tables):
+            raise ValueError(f"database {self.name!r}: table {', '.join(twice)} listed twice")
         return self
 
     @property
@@ -167,19 +161,12 @@ class RetentionDatabase(StrictModel):
         return now - self.retention
 
 
-class RetentionSchedule(StrictModel):
-    cron: str = Field("30 1 * * *", description="crontab expression (minute hour dom month dow)")
-    timezone: TimeZoneName = "UTC"
+class RetentionSchedule(CronSchedule):
+    """The one cron schedule type, with retention's default time: 01:30."""
 
-    @model_validator(mode="after")
-    def _valid_cron(self) -> RetentionSchedule:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
-        except ValueError as exc:
-            raise ValueError(f"cron {self.cron!r}: {exc}") from None
-        return self
+    cron: CronExpression = Field(
+        "30 1 * * *", description="5-field crontab: minute hour day-of-month month day-of-week"
+    )
 
 
 class MaintenanceWindow(StrictModel):
@@ -187,7 +174,7 @@ class MaintenanceWindow(StrictModel):
 
     start: ClockTime
     end: ClockTime
-    timezone: TimeZoneName = "UTC"
+    timezone: TimeZone = UTC_ZONE
 
     @model_validator(mode="after")
     def _not_empty(self) -> MaintenanceWindow:
@@ -196,7 +183,7 @@ class MaintenanceWindow(StrictModel):
         return self
 
     def is_open(self, moment: datetime) -> bool:
-        local = moment.astimezone(ZoneInfo(self.timezone)).time().replace(tzinfo=None)
+        local = moment.astimezone(self.timezone).time().replace(tzinfo=None)
         if self.start < self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end
@@ -248,10 +235,8 @@ class RetentionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RetentionConfig:
-        names = [database.name for database in self.databases]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"database names must be unique; {', '.join(repeated)} repeats")
+        if twice := repeated(database.name for database in self.databases):
+            raise ValueError(f"database names must be unique; {', '.join(twice)} repeats")
         return self
 
     @property

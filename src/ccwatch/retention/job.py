@@ -132,17 +132,22 @@ def retention_scheduled_job(
     if not config.enabled_databases:
         return None
     job = RetentionJob(config, registry=registry, incidents=incidents)
-    return ScheduledJob(
-        name=JOB_NAME,
-        cron=config.schedule.cron,
-        timezone=config.schedule.timezone,
-        run=job.run_scheduled,
-    )
+    return ScheduledJob(name=JOB_NAME, schedule=config.schedule, run=job.run_scheduled)
+
+
+def retention_scheduled_jobs(
+    config: RetentionConfig,
+    *,
+    registry: CollectorRegistry,
+    incidents: ExternalIncidents | None,
+) -> list[ScheduledJob]:
+    """The daemon's retention job, if any database is enabled (for ``app.py``)."""
+    job = retention_scheduled_job(config, registry=registry, incidents=incidents)
+    return [job] if job is not None else []
 
 
 def retention_jobs(runtime: Runtime) -> list[ScheduledJob]:
-    """The daemon's retention job, if any database is enabled (for ``app.py``)."""
-    job = retention_scheduled_job(
+    """Compatibility wrapper for ``app.py`` until it calls ``retention_scheduled_jobs``."""
+    return retention_scheduled_jobs(
         runtime.config.retention, registry=runtime.registry, incidents=runtime.incidents
     )
-    return [job] if job is not None else []

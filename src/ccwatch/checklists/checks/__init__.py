@@ -27,7 +27,7 @@ from ccwatch.checklists.checks import (
     swap,
     tcp_port,
 )
-from ccwatch.checklists.checks.base import CheckEnv, CheckType, HostProbes
+from ccwatch.checklists.checks.base import CheckEnv, CheckSettings, CheckType, HostProbes
 
 REGISTRY: dict[str, CheckType[Any]] = {
     check.name: check
@@ -50,4 +50,4 @@ REGISTRY: dict[str, CheckType[Any]] = {
     )
 }
 
-__all__ = ["REGISTRY", "CheckEnv", "CheckType", "HostProbes"]
+__all__ = ["REGISTRY", "CheckEnv", "CheckSettings", "CheckType", "HostProbes"]

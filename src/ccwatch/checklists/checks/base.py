@@ -27,9 +27,11 @@ import psutil
 from pydantic import BaseModel
 
 from ccwatch.checklists.result import Outcome, Status
+from ccwatch.retention.config import RetentionConfig
 
 if TYPE_CHECKING:
-    from ccwatch.config import Config
+    # Type only (no import at run time, so no cycle): MqttConfig is defined in config.py.
+    from ccwatch.config import MqttConfig
 
 P = TypeVar("P", bound=BaseModel)
 T = TypeVar("T")
@@ -173,10 +175,21 @@ class HostProbes:
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    """What checks may read of config.yaml besides their own parameters: the site, the
+    broker (mqtt_freshness), the component names and the retention databases."""
+
+    site: str
+    mqtt: MqttConfig
+    components: tuple[str, ...] = ()
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+
+@dataclass(frozen=True)
 class CheckEnv:
     """Everything a check may use besides its own parameters."""
 
-    config: Config
+    config: CheckSettings
     host: HostProbes = field(default_factory=HostProbes)
     clock: Callable[[], float] = time.time
 
