@@ -122,11 +122,21 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)
 
     # Scheduled jobs: one scheduler for every cron job.
-    from ccwatch.checklists.service import checklist_jobs
-    from ccwatch.retention.job import retention_jobs
+    from ccwatch.checklists.service import checklist_scheduled_jobs
+    from ccwatch.retention.job import retention_scheduled_jobs
     from ccwatch.scheduler import run_scheduler
 
-    jobs = [*checklist_jobs(runtime), *retention_jobs(runtime)]
+    jobs = [
+        *checklist_scheduled_jobs(
+            config.checklists,
+            config.check_settings(),
+            config.email,
+            store=runtime.store,
+            registry=runtime.registry,
+            incidents=incidents,
+        ),
+        *retention_scheduled_jobs(config.retention, registry=runtime.registry, incidents=incidents),
+    ]
     if jobs:
         services["scheduler"] = run_scheduler(jobs, runtime.store)
     return services

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -36,9 +35,6 @@ from ccwatch.notify.config import EmailConfig
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
 from ccwatch.state import StateStore
-
-if TYPE_CHECKING:
-    from ccwatch.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -221,18 +217,6 @@ def checklist_scheduled_jobs(
         logger.warning("checklist reports are not e-mailed: config.yaml has no `email:` section")
     return service.jobs()
 
-
-def checklist_jobs(runtime: Runtime) -> list[ScheduledJob]:
-    """Compatibility wrapper for ``app.py`` until it calls ``checklist_scheduled_jobs``."""
-    config = runtime.config
-    return checklist_scheduled_jobs(
-        config.checklists,
-        config.check_settings(),
-        config.email,
-        store=runtime.store,
-        registry=runtime.registry,
-        incidents=runtime.incidents,
-    )
 
 
 def _counts_text(run: ChecklistRun) -> str:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ccwatch.classify import Thresholds, assess
+from ccwatch.classify import assess
 from ccwatch.cliopts import format_option
 from ccwatch.config import ClassificationConfig, Config
 from ccwatch.incidents import repository
@@ -97,11 +97,7 @@ def classify(
     seat_measures = (unable_to_take_calls, unable_to_login, agents_expected)
     if seats is None and any(v is not None for v in seat_measures):
         raise click.UsageError(f"give --seats (or set components.{component}.seats in the config)")
-    thresholds = Thresholds(
-        critical_at=classification.critical_at,
-        major_above=classification.major_above,
-        min_calls_offered=classification.min_calls_offered,
-    )
+    thresholds = classification.thresholds
     result = assess(
         component=component,
         thresholds=thresholds,

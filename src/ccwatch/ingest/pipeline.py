@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ccwatch.classify import ComponentWindow, Thresholds
+from ccwatch.classify import ComponentWindow
 from ccwatch.config import Config
 from ccwatch.durations import format_duration
 from ccwatch.errors import PayloadError
@@ -171,11 +171,7 @@ class Pipeline:
             config.mqtt.topic_prefix,
         )
         classification = config.classification
-        self.thresholds = Thresholds(
-            critical_at=classification.critical_at,
-            major_above=classification.major_above,
-            min_calls_offered=classification.min_calls_offered,
-        )
+        self.thresholds = classification.thresholds
         self.window_seconds = classification.window.total_seconds()
         self.stale_after = classification.stale_after.total_seconds()
         self.window_label = format_duration(classification.window)

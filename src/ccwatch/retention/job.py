@@ -11,7 +11,6 @@ only when a run finished every table, which is what to alert on.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -23,9 +22,6 @@ from ccwatch.retention.metrics import RetentionMetrics
 from ccwatch.retention.report import DatabaseReport, RunReport
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
-
-if TYPE_CHECKING:
-    from ccwatch.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +140,3 @@ def retention_scheduled_jobs(
     """The daemon's retention job, if any database is enabled (for ``app.py``)."""
     job = retention_scheduled_job(config, registry=registry, incidents=incidents)
     return [job] if job is not None else []
-
-
-def retention_jobs(runtime: Runtime) -> list[ScheduledJob]:
-    """Compatibility wrapper for ``app.py`` until it calls ``retention_scheduled_jobs``."""
-    return retention_scheduled_jobs(
-        runtime.config.retention, registry=runtime.registry, incidents=runtime.incidents
-    )

@@ -39,7 +39,7 @@ from ccwatch.severity import Severity, SeverityName
 if TYPE_CHECKING:
     import aiohttp
 
-    from ccwatch.config import EmailConfig
+    from ccwatch.notify.config import EmailConfig
 
 _EXCERPT_CHARS = 200
 
