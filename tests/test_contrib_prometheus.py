@@ -6,7 +6,8 @@ against a real Prometheus scraping a real ccwatch.
   annotations that tell the on-call what to run;
 - the dashboard is a Grafana JSON model whose panels all use the ``${datasource}``
   variable;
-- a real Prometheus (Debian ``prometheus``) scrapes a ccwatch daemon fed over MQTT, and
+- a real Prometheus (Debian ``prometheus``), configured from README's snippet, scrapes a
+  ccwatch daemon fed over MQTT, and
   every expression of the rules and of the dashboard is sent to its query API: each must
   parse, and the core ones return series for the components that sent metrics.
 """
@@ -221,6 +222,18 @@ SEEDED = {
 }
 
 
+def readme_prometheus_config() -> dict[str, Any]:
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    (config,) = [
+        loaded
+        for loaded in (yaml.safe_load(block) for block in blocks)
+        if isinstance(loaded, dict) and "scrape_configs" in loaded
+    ]
+    assert config["rule_files"][0].endswith("/ccwatch-rules.yml")
+    assert config["scrape_configs"][0]["job_name"] == "ccwatch"  # what the rules select
+    return config
+
+
 class Prometheus:
     """``prometheus`` on a free port with its own storage, scraping one ccwatch."""
 
@@ -228,11 +241,13 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "prometheus.log"
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "ccwatch", "static_configs": [{"targets": [target]}]}],
-        }
+        # README's snippet, pointed at this ccwatch and these rules, scraping every second
+        config = readme_prometheus_config()
+        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        config["rule_files"] = [str(RULES)]
+        (job,) = config["scrape_configs"]
+        job["scrape_interval"] = "1s"
+        job["static_configs"] = [{"targets": [target]}]
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         (workdir / "data").mkdir()
         with self.log.open("wb") as log:
