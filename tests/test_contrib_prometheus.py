@@ -7,9 +7,9 @@ against a real Prometheus scraping a real ccwatch.
 - the dashboard is a Grafana JSON model whose panels all use the ``${datasource}``
   variable;
 - a real Prometheus (Debian ``prometheus``), configured from README's snippet, scrapes a
-  ccwatch daemon fed over MQTT, and
-  every expression of the rules and of the dashboard is sent to its query API: each must
-  parse, and the core ones return series for the components that sent metrics.
+  ccwatch daemon fed over MQTT, and every expression of the rules and of the dashboard
+  is sent to its query API: each must parse, and the core ones return series for the
+  components that sent metrics.
 """
 
 from __future__ import annotations
@@ -435,6 +435,18 @@ def test_every_rule_and_dashboard_expression_runs_on_a_real_prometheus(
             f"{server.url}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=10
         ).json()
         assert answer["status"] == "success" and answer["data"], f"${variable['name']}: {answer}"
-    # Prometheus loaded every rule of the file
-    loaded = httpx.get(f"{server.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert sum(len(group["rules"]) for group in loaded) == len(rules())
+
+    # Prometheus loaded every rule of the file and evaluates the alerts without error
+    # (the recording group runs once a minute; its expressions ran above)
+    def alert_rules_evaluated() -> list[dict[str, Any]] | None:
+        groups = httpx.get(f"{server.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert sum(len(group["rules"]) for group in groups) == len(rules())
+        (alerting,) = [group for group in groups if group["name"] == "ccwatch.alerts"]
+        evaluated = all(rule["health"] != "unknown" for rule in alerting["rules"])
+        return alerting["rules"] if evaluated else None
+
+    evaluated = wait_until(alert_rules_evaluated, timeout=30, interval=0.2)
+    assert {rule["name"]: rule["health"] for rule in evaluated} == {
+        rule["alert"]: "ok" for rule in alerts()
+    }
+    assert [rule["name"] for rule in evaluated if rule["state"] != "inactive"] == []
