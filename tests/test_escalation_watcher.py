@@ -123,7 +123,7 @@ def test_escalation_path_over_an_incident_life(store: StateStore, tmp_path: Path
         stored = await service.get(iid)
         assert stored is not None and stored.first_response_due == MONDAY_10 + 90 * MINUTE
         sample = registry.get_sample_value
-        remaining = {"incident": iid, "kind": "first_response"}
+        remaining = {"site": "blr1", "component": "acd", "kind": "first_response"}
         assert sample("ccwatch_incident_sla_remaining_seconds", remaining) == 30 * MINUTE
 
         assert await watcher.evaluate(MONDAY_10 + 68 * MINUTE) == [f"{iid}:L1 support"]

@@ -140,8 +140,9 @@ class SlaMetrics:
         )
         self.remaining = Gauge(
             "ccwatch_incident_sla_remaining_seconds",
-            "Business time left on each running SLA clock (negative once breached)",
-            ["incident", "kind"],
+            "Business time left on the SLA clock of a component's incidents that runs out "
+            "first (negative once breached), by clock kind",
+            ["site", "component", "kind"],
             registry=registry,
         )
         self.escalations = Counter(
@@ -174,7 +175,11 @@ class SlaWatcher:
         self.clock = clock
         self.interval = interval
         self.metrics = shared_metrics(SlaMetrics, registry)
-        self._gauged: set[tuple[str, str]] = set()
+        # Running clocks by incident id: (site, component, {clock kind: seconds left}); the
+        # gauge shows the smallest per site+component+kind, so its series stay bounded
+        # by components, not by incidents.
+        self._clocks: dict[str, tuple[str, str, dict[str, float]]] = {}
+        self._published: set[tuple[str, str, str]] = set()
         self._upstreams = set(upstreams)
         self._email_relay = email_relay
         self._wakeup: asyncio.Event | None = None
@@ -223,16 +228,17 @@ class SlaWatcher:
             lambda c: repository.watched_incidents(c, site, since, only)
         )
         sent: list[str] = []
-        gauged: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         moment = datetime.fromtimestamp(at, UTC)
         for incident in incidents:
             times = incident_times(incident)
             running = clocks(self.sla, times, moment)
-            for clock in running:
-                if clock.running:
-                    labels: tuple[str, str] = (incident.id, clock.kind)
-                    self.metrics.remaining.labels(*labels).set(clock.remaining.total_seconds())
-                    gauged.add(labels)
+            left = {str(c.kind): c.remaining.total_seconds() for c in running if c.running}
+            seen.add(incident.id)
+            if left:
+                self._clocks[incident.id] = (incident.site, incident.component, left)
+            else:
+                self._clocks.pop(incident.id, None)
             already = _sent_names(incident)
             breaches = [c for c in running if c.breached and f"breach:{c.kind}" not in already]
             steps = escalations_due(self.sla, self.escalation, times, moment, set(already))
@@ -240,15 +246,24 @@ class SlaWatcher:
             if not breaches and not steps and _same_due(incident, due):
                 continue
             await self._write(incident, breaches, steps, due, at, already, sent)
-        if only is not None:
-            stale = {labels for labels in self._gauged if labels[0] in only} - gauged
-            self._gauged = (self._gauged - stale) | gauged
-        else:
-            stale, self._gauged = self._gauged - gauged, gauged
-        for labels in stale:
+        gone = (set(only) if only is not None else set(self._clocks)) - seen
+        for incident_id in gone:
+            self._clocks.pop(incident_id, None)
+        self._publish_remaining()
+        return sent
+
+    def _publish_remaining(self) -> None:
+        smallest: dict[tuple[str, str, str], float] = {}
+        for site, component, left in self._clocks.values():
+            for kind, seconds in left.items():
+                key = (site, component, kind)
+                smallest[key] = min(seconds, smallest.get(key, seconds))
+        for labels, seconds in smallest.items():
+            self.metrics.remaining.labels(*labels).set(seconds)
+        for labels in self._published - set(smallest):
             with contextlib.suppress(KeyError):
                 self.metrics.remaining.remove(*labels)
-        return sent
+        self._published = set(smallest)
 
     async def _write(
         self,
