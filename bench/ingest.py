@@ -200,7 +200,7 @@ async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, A
             finished = time.perf_counter()
             done.set()
 
-    source = MqttSource(config, handler, registry)
+    source = MqttSource(config.mqtt, config.site, handler, registry)
     task = asyncio.create_task(source.run())
     await done.wait()
     task.cancel()
@@ -366,7 +366,7 @@ async def probe_latency(config: Config, probes: int, probe_port: int) -> list[fl
                 all_done.set()
 
     service.add_listener(on_change)
-    source = MqttSource(config, pipeline.handle_message, registry)
+    source = MqttSource(config.mqtt, config.site, pipeline.handle_message, registry)
     task = asyncio.create_task(source.run())
     while source.connections == 0:
         await asyncio.sleep(0.05)

@@ -156,6 +156,7 @@ class Pipeline:
             config.components,
             config.mqtt.max_payload_bytes,
             config.mqtt.topic_prefix,
+            config.mqtt.max_clock_skew.total_seconds(),
         )
         classification = config.classification
         self.thresholds = Thresholds(

@@ -32,8 +32,15 @@ def core_services(runtime: Runtime) -> dict[str, Coroutine[Any, Any, None]]:
     """MQTT source feeding the pipeline, and the ticker for staleness and holds."""
     incidents = incident_service(runtime)
     pipeline = Pipeline(runtime.config, incidents, runtime.registry, runtime.clock)
+    config = runtime.config
     source = MqttSource(
-        runtime.config, pipeline.handle_message, runtime.registry, runtime.readiness, runtime.clock
+        config.mqtt,
+        config.site,
+        pipeline.handle_message,
+        runtime.registry,
+        runtime.readiness,
+        runtime.clock,
+        client_id=config.mqtt_client_id,
     )
     return {
         "mqtt": source.run(),
