@@ -46,7 +46,9 @@ def test_the_pinned_aiomqtt_has_what_enable_manual_ack_reaches_for() -> None:
     client = asyncio.run(build())
     inner = getattr(client, "_client", None)
     assert isinstance(inner, paho.Client), "aiomqtt.Client._client moved: see enable_manual_ack"
-    assert callable(getattr(inner, "manual_ack_set", None)) and callable(getattr(inner, "ack", None))
+    assert callable(getattr(inner, "manual_ack_set", None)) and callable(
+        getattr(inner, "ack", None)
+    )
 
 
 def test_manual_ack_holds_a_message_until_acknowledged(mosquitto: Mosquitto) -> None:

@@ -82,7 +82,9 @@ EXTREMES = st.sampled_from(
         253_402_300_800 * 10**9,  # just after year 9999, in ns
     ]
 )
-NUMBERS = EXTREMES | st.integers() | st.floats() | st.integers(min_value=-(10**30), max_value=10**30)
+NUMBERS = (
+    EXTREMES | st.integers() | st.floats() | st.integers(min_value=-(10**30), max_value=10**30)
+)
 TEXT_TS = st.sampled_from(
     [
         "2026-11-23T10:00:00Z",
@@ -169,7 +171,9 @@ def report() -> Iterator[None]:
     yield
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     reasons = {k: v for k, v in sorted(TALLY.items()) if k != "examples"}
-    print(f"\npayload fuzz: {TALLY['examples']} messages tried; {reasons}; peak RSS {peak_mb:.0f} MB")
+    print(
+        f"\npayload fuzz: {TALLY['examples']} messages tried; {reasons}; peak RSS {peak_mb:.0f} MB"
+    )
     # The parser's only state (counter baselines) is bounded by the configured components.
     assert len(PARSER._counters) <= 2 * len(COMPONENTS)
 
