@@ -45,11 +45,10 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from ccwatch.compose import build_incident_service, open_state
+from ccwatch.compose import build_incident_service, build_pipeline, open_state
 from ccwatch.config import Config
 from ccwatch.incidents.model import Incident
 from ccwatch.ingest.mqtt import MqttSource
-from ccwatch.ingest.pipeline import Pipeline
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 STANDARD = ("acd", "ivr", "dialer", "voice_logger", "reports")
@@ -180,7 +179,7 @@ async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, A
     registry = CollectorRegistry()
     store = open_state(config.state.path)
     service = build_incident_service(config, store, registry)
-    pipeline = Pipeline(config, service, registry)
+    pipeline = build_pipeline(config, service, registry)
     done = asyncio.Event()
     received = 0
     started = 0.0
@@ -198,7 +197,7 @@ async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, A
             finished = time.perf_counter()
             done.set()
 
-    source = MqttSource(config, handler, registry)
+    source = MqttSource(config.mqtt, config.site, handler, registry)
     task = asyncio.create_task(source.run())
     await done.wait()
     task.cancel()
@@ -282,7 +281,7 @@ def bench_memory(workdir: Path, count: int, components: int = 1000) -> None:
     registry = CollectorRegistry()
     store = open_state(config.state.path)
     service = build_incident_service(config, store, registry)
-    pipeline = Pipeline(config, service, registry)
+    pipeline = build_pipeline(config, service, registry)
     topics = [f"cc/blr1/{name}/metrics" for name in names]
     base = time.time() - count * 0.001
     gc.collect()
@@ -350,7 +349,7 @@ async def probe_latency(config: Config, probes: int, probe_port: int) -> list[fl
     registry = CollectorRegistry()
     store = open_state(config.state.path)
     service = build_incident_service(config, store, registry)
-    pipeline = Pipeline(config, service, registry)
+    pipeline = build_pipeline(config, service, registry)
     sent: dict[str, float] = {}
     latencies: list[float] = []
     all_done = asyncio.Event()
@@ -362,7 +361,7 @@ async def probe_latency(config: Config, probes: int, probe_port: int) -> list[fl
                 all_done.set()
 
     service.on_change = on_change
-    source = MqttSource(config, pipeline.handle_message, registry)
+    source = MqttSource(config.mqtt, config.site, pipeline.handle_message, registry)
     task = asyncio.create_task(source.run())
     while source.connections == 0:
         await asyncio.sleep(0.05)

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccwatch.errors import PayloadError
-from ccwatch.ingest.payload import Measurement, PayloadParser, parse_timestamp, parse_topic
+from ccwatch.ingest.payload import Measurement, PayloadParser, parse_topic
+from ccwatch.mqtt import parse_timestamp
 
 COMPONENTS = ("acd", "ivr", "dialer", "voice_logger", "reports")
-NOW = 1_795_000_000.0
+NOW = 1_795_430_000.0  # 2026-11-23T10:33:20Z, after the examples' ts
 
 
 def parser(max_bytes: int = 65536) -> PayloadParser:
@@ -209,3 +210,116 @@ def test_any_json_object_either_parses_or_is_rejected_with_a_reason(body: dict[s
         parser().parse_metrics("acd", payload, NOW)
     except PayloadError as exc:
         assert exc.reason
+
+
+# --- hostile input (issue 10, "Bad MQTT input"): each failed on the old parser -----------
+
+
+def test_deeply_nested_json_is_a_schema_rejection_not_a_recursion_error() -> None:
+    # The old parser handed this to json.loads, which raised RecursionError.
+    assert reason_of(b"[" * 20_000) == "schema"
+    assert reason_of(b'{"up": true, "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}") == "schema"
+    # Brackets inside strings are text, not nesting; moderate nesting is fine.
+    assert parse_one({"up": True, "note": "[" * 500, "x": [[[[1]]]]}).up is True
+
+
+def test_huge_integers_are_schema_rejections_and_store_nothing() -> None:
+    # The old parser raised OverflowError on the ts and passed the count on unchecked.
+    assert reason_of({"up": True, "ts": 10**400}) == "schema"
+    assert reason_of({"seats": 100, "agents_unable_to_take_calls": 10**400}) == "schema"
+    assert reason_of({"calls_offered": 10**400, "calls_rejected": 0}) == "schema"
+    assert reason_of({"seats": 10**400}) == "schema"
+    assert reason_of({"up": True, "ts": 1e300}) == "schema"
+    assert reason_of({"seats": 100, "agents_logged_in": -(10**400)}) == "negative"
+    p = parser()
+    parse_one({"ts": 1, "calls_offered_total": 100, "calls_rejected_total": 0}, p=p)
+    assert reason_of({"ts": 2, "calls_offered_total": 10**400, "calls_rejected_total": 0}, p=p) == (
+        "schema"
+    )
+    after = parse_one({"ts": 3, "calls_offered_total": 150, "calls_rejected_total": 1}, p=p)
+    assert (after.calls_offered, after.calls_rejected) == (50, 1), "the bad one moved nothing"
+
+
+def test_a_ts_beyond_the_clock_skew_is_rejected_as_clock_skew() -> None:
+    assert reason_of({"up": True, "ts": "2099-01-01T00:00:00Z"}) == "clock_skew"
+    assert reason_of({"up": True, "ts": NOW + 301}) == "clock_skew"
+    assert reason_of({"up": True, "ts": int((NOW + 3600) * 1000)}) == "clock_skew"  # ms
+    assert parse_one({"up": True, "ts": NOW + 299}).ts == NOW + 299  # within 5 min: kept
+    strict = PayloadParser("blr1", COMPONENTS, 65536, max_clock_skew=0.0)
+    assert reason_of({"up": True, "ts": NOW + 1}, p=strict) == "clock_skew"
+    telegraf = {"fields": {"up": 1}, "timestamp": int(NOW + 86_400)}
+    assert reason_of(telegraf) == "clock_skew"
+
+
+def test_a_rejected_telegraf_batch_moves_no_counter() -> None:
+    p = parser()
+    good = {"fields": {"calls_offered_total": 100, "calls_rejected_total": 0}, "timestamp": 1}
+    parser_input = {"metrics": [good]}
+    p.parse_metrics("acd", json.dumps(parser_input).encode(), NOW)
+    moved = {"fields": {"calls_offered_total": 200, "calls_rejected_total": 0}, "timestamp": 2}
+    bad = {"fields": {"up": 1}, "timestamp": "2099-01-01T00:00:00Z"}
+    with pytest.raises(PayloadError) as caught:
+        p.parse_metrics("acd", json.dumps({"metrics": [moved, bad]}).encode(), NOW)
+    assert caught.value.reason == "clock_skew"
+    after = parse_one({"ts": 3, "calls_offered_total": 130, "calls_rejected_total": 0}, p=p)
+    assert after.calls_offered == 30, "the rejected batch's first item moved the baseline"
+
+
+# --- the one timestamp parser ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-23T10:00:00Z", 1_795_428_000.0),
+        ("2026-11-23t10:00:00z", 1_795_428_000.0),
+        ("2026-11-23 10:00:00Z", 1_795_428_000.0),
+        ("2026-11-23T15:30:00+05:30", 1_795_428_000.0),
+        ("2026-11-23T05:00:00-05:00", 1_795_428_000.0),
+        ("2026-11-23T10:00:00.250Z", 1_795_428_000.25),
+        ("2026-11-23T10:00:00.123456789Z", 1_795_428_000.123456),
+    ],
+)
+def test_rfc3339_with_an_offset(text: str, expected: float) -> None:
+    assert parse_timestamp(text) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-23T10:00:00",  # naive: refused, never guessed as UTC or local
+        "2026-11-23",
+        "20261123T100000Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-23T10:00:00+25:00",
+        "yesterday",
+        "2026-11-23T10:00:00Z" + " " * 100,
+    ],
+)
+def test_anything_else_as_text_is_refused(text: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_timestamp(text)
+    assert caught.value.reason == "schema"
+
+
+def test_a_naive_time_is_refused_with_a_hint() -> None:
+    with pytest.raises(PayloadError, match="no time zone"):
+        parse_timestamp("2026-11-23T10:00:00")
+
+
+@given(st.datetimes(timezones=st.timezones(), allow_imaginary=False))
+def test_any_aware_time_reads_back_as_its_instant(moment: Any) -> None:
+    text = moment.isoformat()
+    if moment.utcoffset() is None or moment.utcoffset().seconds % 60 or moment.year < 1:
+        return
+    if moment.utcoffset().microseconds:
+        return
+    assert parse_timestamp(text) == pytest.approx(moment.timestamp(), abs=1e-6)
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800))  # up to 2100, in seconds
+def test_epoch_units_agree(seconds: int) -> None:
+    if seconds < 1e8:
+        return  # before 1973 the units overlap (a 1970 time in ms looks like seconds)
+    for factor in (1, 1000, 1_000_000, 1_000_000_000):
+        assert parse_timestamp(seconds * factor) == pytest.approx(seconds, abs=1e-3)

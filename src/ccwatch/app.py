@@ -26,14 +26,18 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ccwatch.compose import build_incident_service, configure_incident_service, open_state
+from ccwatch.compose import (
+    build_incident_service,
+    build_mqtt_source,
+    build_pipeline,
+    configure_incident_service,
+    open_state,
+)
 from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpServer
 from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
-from ccwatch.ingest.mqtt import MqttSource
-from ccwatch.ingest.pipeline import Pipeline
 from ccwatch.logs import setup_logging
 from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
 from ccwatch.readiness import Readiness
@@ -114,9 +118,9 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     configure_incident_service(incidents, config, on_change, on_write_failure=health.wake)
 
     # The core loop: MQTT -> pipeline -> incident service, and the ticker.
-    pipeline = Pipeline(config, incidents, runtime.registry, runtime.clock)
-    source = MqttSource(
-        config, pipeline.handle_message, runtime.registry, runtime.readiness, runtime.clock
+    pipeline = build_pipeline(config, incidents, runtime.registry, runtime.clock)
+    source = build_mqtt_source(
+        config, pipeline, runtime.registry, runtime.readiness, runtime.clock
     )
     services["mqtt"] = source.run()
     services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)

@@ -18,6 +18,9 @@ from ccwatch.config import Config
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
+from ccwatch.ingest.mqtt import MqttSource
+from ccwatch.ingest.pipeline import Pipeline
+from ccwatch.readiness import Readiness
 from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
@@ -30,6 +33,42 @@ MIGRATIONS: tuple[Migrations, ...] = (
     SCHEDULER_MIGRATIONS,
     CHECKLIST_MIGRATIONS,
 )
+
+
+def build_pipeline(
+    config: Config,
+    incidents: IncidentService,
+    registry: CollectorRegistry,
+    clock: Callable[[], float] = time.time,
+) -> Pipeline:
+    """The MQTT pipeline of ``config``'s site, feeding ``incidents``."""
+    return Pipeline(
+        config.site,
+        config.mqtt,
+        config.components,
+        config.classification,
+        incidents,
+        registry,
+        clock,
+    )
+
+
+def build_mqtt_source(
+    config: Config,
+    pipeline: Pipeline,
+    registry: CollectorRegistry,
+    readiness: Readiness | None = None,
+    clock: Callable[[], float] = time.time,
+) -> MqttSource:
+    return MqttSource(
+        config.mqtt,
+        config.site,
+        pipeline.handle_message,
+        registry,
+        readiness,
+        clock,
+        client_id=config.mqtt_client_id,
+    )
 
 
 def open_state(path: Path) -> StateStore:

@@ -66,6 +66,9 @@ class MqttConfig(StrictModel):
     reconnect_max: Duration = Field(timedelta(seconds=30), description="backoff cap")
     max_payload_bytes: int = Field(65536, ge=64)
     queue_size: int = Field(10_000, ge=1, description="bound of the ingest queue")
+    max_clock_skew: Duration = Field(
+        timedelta(minutes=5), description="a ts further ahead is rejected as clock_skew"
+    )
 
     @field_validator("reconnect_max")
     @classmethod

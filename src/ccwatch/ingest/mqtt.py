@@ -21,10 +21,12 @@ Flow control, decided and measured (bench/ingest.py):
   already queued (aiomqtt's iterator costs a task and two loop turns per message while
   the socket delivers one per turn, so one-at-a-time consumption falls behind). A
   200,000-message backlog then drains with the queue near empty and nothing dropped.
-- If the bound is hit anyway, aiomqtt drops the message. That is counted as
-  ``ccwatch_ingest_dropped_total{reason="queue_full"}``, and because the dropped message
-  was never acknowledged the source reconnects at once, which makes the broker
-  redeliver it.
+- If the bound is hit anyway, the message is dropped: the queue is ccwatch's own
+  ``DropCountingQueue`` (aiomqtt's public ``queue_type=``), which counts it as
+  ``ccwatch_ingest_dropped_total{reason="queue_full"}``; because the dropped message was
+  never acknowledged the source reconnects at once, which makes the broker redeliver it.
+
+Client set-up, TLS, topics and the manual-ack switch live in ``ccwatch.mqtt``.
 """
 
 from __future__ import annotations
@@ -32,17 +34,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ccwatch.config import Config
-from ccwatch.configbase import read_secret
+from ccwatch.config import MqttConfig
 from ccwatch.metrics import shared_metrics
+from ccwatch.mqtt import (
+    Acknowledge,
+    DropCountingQueue,
+    default_client_id,
+    drop_counting_queue,
+    enable_manual_ack,
+    new_client,
+    payload_bytes,
+    subscribe,
+)
 from ccwatch.readiness import Readiness
 
 logger = logging.getLogger(__name__)
@@ -80,28 +89,7 @@ class MqttMetrics:
 
 
 class _Redeliver(Exception):
-    """Leave the session so the broker redelivers the messages aiomqtt dropped."""
-
-
-class _DropCounter(logging.Filter):
-    """aiomqtt reports a full incoming queue only as a log line; count it as a metric."""
-
-    def __init__(self, counter: Counter) -> None:
-        super().__init__()
-        self.counter = counter
-        self.on_drop: Callable[[], None] | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "queue is full" in record.getMessage():
-            self.counter.labels(reason="queue_full").inc()
-            if self.on_drop is not None:
-                self.on_drop()
-        return True
-
-
-def subscriptions(config: Config) -> list[str]:
-    base = f"{config.mqtt.topic_prefix}/{config.site}/+"
-    return [f"{base}/metrics", f"{base}/status"]
+    """Leave the session so the broker redelivers the messages the full queue dropped."""
 
 
 def backoff_delays(cap: float, initial: float = INITIAL_BACKOFF) -> Callable[[], float]:
@@ -118,66 +106,52 @@ def backoff_delays(cap: float, initial: float = INITIAL_BACKOFF) -> Callable[[],
     return next_delay
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    tls = config.mqtt.tls
-    if tls is None:
-        return None
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure:
-        context.check_hostname = False
-    return context
-
-
 class MqttSource:
-    """See the module docstring. ``run()`` runs until cancelled."""
+    """See the module docstring. ``run()`` runs until cancelled.
+
+    ``mqtt`` is the ``mqtt:`` config, ``site`` selects the topics; the client id is
+    ``client_id`` or else ``mqtt.client_id`` or ``ccwatch-<site>``.
+    """
 
     def __init__(
         self,
-        config: Config,
+        mqtt: MqttConfig,
+        site: str,
         handler: MessageHandler,
         registry: CollectorRegistry,
         readiness: Readiness | None = None,
         clock: Callable[[], float] = time.time,
+        client_id: str | None = None,
     ) -> None:
-        self.config = config
+        self.mqtt = mqtt
+        self.site = site
+        self.client_id = client_id or default_client_id(mqtt, site)
         self.handler = handler
         self.readiness = readiness
         self.clock = clock
         self.metrics = shared_metrics(MqttMetrics, registry)
         self._aiomqtt_logger = logging.getLogger("ccwatch.ingest.aiomqtt")
-        drop_counter = next(
-            (f for f in self._aiomqtt_logger.filters if isinstance(f, _DropCounter)), None
-        )
-        if drop_counter is None:
-            drop_counter = _DropCounter(self.metrics.dropped)
-            self._aiomqtt_logger.addFilter(drop_counter)
-        drop_counter.on_drop = self._dropped
+        self._queue_type = drop_counting_queue(self._dropped, self._queue_created)
+        self._queue: DropCountingQueue | None = None
         self._drops_in_session = 0
         self.connections = 0  # successful connects, for tests and the status page
 
-    def _client(self) -> aiomqtt.Client:
-        mqtt = self.config.mqtt
-        client = aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            identifier=self.config.mqtt_client_id,
-            clean_session=mqtt.clean_session,
-            username=mqtt.username,
-            password=read_secret(mqtt.password_env, mqtt.password_file),
-            keepalive=int(mqtt.keepalive.total_seconds()) or 60,
-            tls_context=tls_context(self.config),
-            max_queued_incoming_messages=mqtt.queue_size,
+    def _client(self) -> tuple[aiomqtt.Client, Acknowledge, DropCountingQueue]:
+        self._queue = None
+        client = new_client(
+            self.mqtt,
+            self.client_id,
+            queue_type=self._queue_type,
+            queue_size=self.mqtt.queue_size,
             logger=self._aiomqtt_logger,
         )
-        # aiomqtt 2.x exposes no manual-ack switch; paho's is public API. See the module
-        # docstring for why we acknowledge after processing.
-        client._client.manual_ack_set(True)
-        return client
+        if self._queue is None:  # an aiomqtt that ignores queue_type= (pinned: 2.5.x)
+            raise RuntimeError("aiomqtt did not build its incoming queue from queue_type")
+        # Acknowledge after processing (see the module docstring).
+        return client, enable_manual_ack(client), self._queue
 
     async def run(self) -> None:
-        mqtt = self.config.mqtt
+        mqtt = self.mqtt
         where = f"{mqtt.host}:{mqtt.port}"
         next_delay = backoff_delays(mqtt.reconnect_max.total_seconds())
         if self.readiness is not None:
@@ -216,11 +190,14 @@ class MqttSource:
             self._disconnected("stopped")
 
     async def _session(self, where: str) -> None:
-        qos = self.config.mqtt.qos
-        async with self._client() as client:
-            paho = client._client
-            for topic in subscriptions(self.config):
-                await client.subscribe(topic, qos=qos)
+        qos = self.mqtt.qos
+        client, ack, queue = self._client()
+        # Counted from before the connect: the broker redelivers the session's backlog
+        # as soon as it accepts us, before the subscriptions are confirmed, and a drop
+        # then must reconnect too.
+        self._drops_in_session = 0
+        async with client:
+            topics = await subscribe(client, self.mqtt, self.site, qos)
             self.connections += 1
             self.metrics.connected.set(1)
             if self.readiness is not None:
@@ -228,44 +205,42 @@ class MqttSource:
             logger.info(
                 "MQTT connected to %s as %s, subscribed %s (QoS %d)",
                 where,
-                self.config.mqtt_client_id,
-                " ".join(subscriptions(self.config)),
+                self.client_id,
+                " ".join(topics),
                 qos,
             )
             messages = client.messages
-            # aiomqtt's bounded incoming queue (mqtt.queue_size). Waiting on it costs a
-            # task and two loop turns per message, while the socket delivers one message
-            # per turn; so once woken we take every message already queued. Without
-            # that the queue grows under a burst (a backlog after a restart) until it
-            # overflows; with it the queue stays near empty (bench/ingest.py).
-            queue: asyncio.Queue[aiomqtt.Message] = client._queue
+            # The bounded incoming queue (mqtt.queue_size). Waiting on it costs a task
+            # and two loop turns per message, while the socket delivers one message per
+            # turn; so once woken we take every message already queued. Without that the
+            # queue grows under a burst (a backlog after a restart) until it overflows;
+            # with it the queue stays near empty (bench/ingest.py).
             depth = self.metrics.queue_depth
-            self._drops_in_session = 0
             async for first in messages:
-                depth.set(queue.qsize())
-                await self._process(paho, first)
+                depth.set(len(messages))
+                await self._process(ack, first)
                 while not queue.empty():
-                    await self._process(paho, queue.get_nowait())
+                    await self._process(ack, queue.get_nowait())
                 if self._drops_in_session:
                     raise _Redeliver(self._drops_in_session)
 
-    async def _process(self, paho: Any, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        if type(payload) is not bytes:
-            payload = payload.encode() if isinstance(payload, str) else str(payload).encode()
+    async def _process(self, ack: Acknowledge, message: aiomqtt.Message) -> None:
         try:
-            pending = self.handler(message.topic.value, payload, self.clock())
+            pending = self.handler(message.topic.value, payload_bytes(message), self.clock())
             if pending is not None:
                 await pending
         except Exception:
             # A bug must not stop ingestion or make the broker redeliver the same message
             # forever: log it and acknowledge it like any other.
             logger.exception("processing a message on %s failed (a ccwatch bug)", message.topic)
-        if message.qos:
-            # Acknowledged only now that the pipeline has it (see the module docstring).
-            paho.ack(message.mid, message.qos)
+        # Acknowledged only now that the pipeline has it (see the module docstring).
+        ack(message)
+
+    def _queue_created(self, queue: DropCountingQueue) -> None:
+        self._queue = queue
 
     def _dropped(self) -> None:
+        self.metrics.dropped.labels(reason="queue_full").inc()
         self._drops_in_session += 1
 
     def _disconnected(self, detail: str) -> None:

@@ -1,24 +1,31 @@
-"""MQTT payloads to measurements: native JSON and Telegraf JSON (DESIGN.md contract 1).
+"""MQTT payloads to measurements: native JSON and Telegraf JSON.
 
-``PayloadParser.parse(topic, payload, received_at)`` returns a ``Measurement`` (or,
-for a Telegraf batch, several) or raises ``PayloadError`` with one of the reasons in
-``REJECT_REASONS``. The size limit is checked before any parsing. The parser keeps the
-last value of each ``*_total`` counter per component to turn counters into deltas; a
-counter that goes down was reset (a restarted exporter), so the new value is the delta,
-and a message older than the last one seen is not used for counters (a QoS 1
-redelivery must not look like a reset).
+``PayloadParser.parse_metrics`` / ``parse_status`` return ``Measurement`` objects (a
+Telegraf batch gives several) or raise ``PayloadError`` with one of the reasons in
+``REJECT_REASONS``; nothing else escapes, whatever the bytes (tests/hostile fuzzes it).
+Before anything is read: the size limit (``mqtt.max_payload_bytes``), then the nesting
+depth (``ccwatch.mqtt.load_json``). Every number is bounded while parsing, so nothing
+downstream sees a value it cannot compute with: counts in 0..``MAX_COUNT``, ``ts`` by
+``ccwatch.mqtt.parse_timestamp`` (year 9999 at most) and at most ``max_clock_skew`` ahead
+of the receive time (``clock_skew``: one message dated 2099 would otherwise outweigh every
+later one of its component).
+
+The parser keeps the last value of each ``*_total`` counter per component to turn
+counters into deltas; a counter that goes down was reset (a restarted exporter), so the
+new value is the delta, and a message older than the last one seen is not used for
+counters (a QoS 1 redelivery must not look like a reset). A rejected message moves no
+counter.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from ccwatch.errors import PayloadError
+from ccwatch.mqtt import FASTEST_EPOCH_SECONDS, load_json, parse_timestamp
 
 REJECT_REASONS = (
     "not_json",
@@ -29,7 +36,11 @@ REJECT_REASONS = (
     "unknown_component",
     "nan",
     "topic",
+    "clock_skew",
 )
+
+MAX_COUNT = 10**12
+"""Largest count or counter value accepted (exact as a float); larger is ``schema``."""
 
 # Count measures a payload may carry (non-negative numbers).
 COUNT_FIELDS = (
@@ -42,10 +53,6 @@ COUNT_FIELDS = (
     "calls_rejected",
 )
 COUNTER_FIELDS = {"calls_offered_total": "calls_offered", "calls_rejected_total": "calls_rejected"}
-
-# Telegraf's timestamps are seconds by default (json_timestamp_units); larger values
-# are taken as ms, µs or ns, which no contact center will confuse with a date.
-_EPOCH_SCALES = ((1e17, 1e-9), (1e14, 1e-6), (1e11, 1e-3))
 
 
 @dataclass(slots=True)
@@ -82,34 +89,6 @@ def parse_topic(topic: str, prefix: str, site: str) -> tuple[str, str]:
     return parts[n + 1], parts[n + 2]
 
 
-def parse_timestamp(value: object) -> float:
-    """RFC 3339 text or epoch seconds (or ms/µs/ns) → epoch seconds."""
-    if isinstance(value, bool):
-        raise PayloadError("schema", "ts must be RFC 3339 text or epoch seconds, not a boolean")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise PayloadError("nan", "ts is not a finite number")
-        if value < 0:
-            raise PayloadError("negative", "ts is negative")
-        seconds = float(value)
-        for above, scale in _EPOCH_SCALES:
-            if seconds > above:
-                return seconds * scale
-        return seconds
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise PayloadError("schema", f"ts {value[:40]!r} is not RFC 3339") from None
-        if parsed.tzinfo is None:
-            raise PayloadError("schema", f"ts {value[:40]!r} has no time zone (add Z)")
-        return parsed.timestamp()
-    raise PayloadError("schema", "ts must be RFC 3339 text or epoch seconds")
-
-
 def _count(name: str, value: object) -> float:
     # bool is an int in Python; `true` agents is a schema error, not 1 agent.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -117,7 +96,9 @@ def _count(name: str, value: object) -> float:
     if isinstance(value, float) and not math.isfinite(value):
         raise PayloadError("nan", f"{name} is not a finite number")
     if value < 0:
-        raise PayloadError("negative", f"{name} is negative ({value})")
+        raise PayloadError("negative", f"{name} is negative ({str(value)[:20]})")
+    if value > MAX_COUNT:  # compared before float(): 10**400 cannot overflow
+        raise PayloadError("schema", f"{name} is out of range (over {MAX_COUNT:.0e})")
     return float(value)
 
 
@@ -141,11 +122,13 @@ class PayloadParser:
         components: Collection[str],
         max_payload_bytes: int,
         topic_prefix: str = "cc",
+        max_clock_skew: float = 300.0,
     ) -> None:
         self.site = site
         self.components = frozenset(components)
         self.max_payload_bytes = max_payload_bytes
         self.topic_prefix = topic_prefix
+        self.max_clock_skew = max_clock_skew
         # (component, counter field) -> (ts, last value)
         self._counters: dict[tuple[str, str], tuple[float, float]] = {}
 
@@ -155,10 +138,7 @@ class PayloadParser:
         """The measurements in one ``…/metrics`` message (a Telegraf batch may hold many)."""
         if len(payload) > self.max_payload_bytes:
             raise PayloadError("too_large", f"{len(payload)} bytes, over mqtt.max_payload_bytes")
-        try:
-            document = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PayloadError("not_json", f"{exc}"[:120]) from None
+        document = load_json(payload)
         if not isinstance(document, dict):
             raise PayloadError("schema", "the payload must be a JSON object")
         if "fields" in document:
@@ -168,7 +148,14 @@ class PayloadParser:
             batch = [m for m in metrics if isinstance(m, dict) and "fields" in m]
             if len(batch) != len(metrics) or not batch:
                 raise PayloadError("schema", "a Telegraf batch must hold metric objects")
-            return [self._telegraf(component, item, received_at) for item in batch]
+            # Each item may move a counter; one bad item rejects the batch, and a rejected
+            # message must move nothing: restore the counters the good items moved.
+            saved = dict(self._counters)
+            try:
+                return [self._telegraf(component, item, received_at) for item in batch]
+            except PayloadError:
+                self._counters = saved
+                raise
         return [self._native(component, document, received_at)]
 
     def parse_status(self, component: str, payload: bytes | str, received_at: float) -> Measurement:
@@ -225,17 +212,23 @@ class PayloadParser:
         raw_ts = document.get("ts")
         if raw_ts is None:
             ts = received_at
-        elif type(raw_ts) is float and 0 <= raw_ts < _EPOCH_SCALES[-1][0]:
+        elif type(raw_ts) is float and 0 <= raw_ts < FASTEST_EPOCH_SECONDS:
             ts = raw_ts
         else:
             ts = parse_timestamp(raw_ts)
+        if ts - received_at > self.max_clock_skew:
+            raise PayloadError(
+                "clock_skew",
+                f"ts is {ts - received_at:.0f} s ahead of the receive time "
+                f"(mqtt.max_clock_skew {self.max_clock_skew:g} s); check the publisher's clock",
+            )
         get = document.get
         values: list[Any] = []
         present = False
         for name in COUNT_FIELDS:
             value = get(name)
             if value is not None:
-                if type(value) is not int or value < 0:
+                if type(value) is not int or not 0 <= value <= MAX_COUNT:
                     value = _count(name, value)
                 present = True
             values.append(value)

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from ccwatch.classify import ComponentWindow
-from ccwatch.config import Config
+from ccwatch.config import ClassificationConfig, ComponentConfig, MqttConfig
 from ccwatch.durations import format_duration
 from ccwatch.errors import PayloadError
 from ccwatch.incidents.lifecycle import Transition
@@ -155,22 +155,27 @@ class Pipeline:
 
     def __init__(
         self,
-        config: Config,
+        site: str,
+        mqtt: MqttConfig,
+        components: Mapping[str, ComponentConfig],
+        classification: ClassificationConfig,
         incidents: IncidentService,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        self.site = site
+        self.topic_prefix = mqtt.topic_prefix
+        self.components = components
         self.incidents = incidents
         self.clock = clock
         self.metrics = shared_metrics(IngestMetrics, registry)
         self.parser = PayloadParser(
-            config.site,
-            config.components,
-            config.mqtt.max_payload_bytes,
-            config.mqtt.topic_prefix,
+            site,
+            components,
+            mqtt.max_payload_bytes,
+            mqtt.topic_prefix,
+            mqtt.max_clock_skew.total_seconds(),
         )
-        classification = config.classification
         self.thresholds = classification.thresholds
         self.window_seconds = classification.window.total_seconds()
         self.stale_after = classification.stale_after.total_seconds()
@@ -200,7 +205,7 @@ class Pipeline:
         try:
             parsed = self._topics.get(topic)
             if parsed is None:
-                parsed = parse_topic(topic, self.config.mqtt.topic_prefix, self.config.site)
+                parsed = parse_topic(topic, self.topic_prefix, self.site)
                 if len(self._topics) < TOPIC_CACHE_SIZE:
                     self._topics[topic] = parsed
             component, kind = parsed
@@ -266,8 +271,8 @@ class Pipeline:
     # --- helpers --------------------------------------------------------------------
 
     def _component(self, name: str) -> _Component:
-        settings = self.config.components[name]
-        site = self.config.site
+        settings = self.components[name]
+        site = self.site
         state = _Component(
             window=ComponentWindow(self.window_seconds),
             max_severity=settings.max_severity,

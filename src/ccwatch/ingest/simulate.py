@@ -13,20 +13,19 @@ dialer's rejections stay in the 5 min window): the day takes about 22 minutes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import aiomqtt
 import click
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
-from ccwatch.config import Config
-from ccwatch.configbase import read_secret
+from ccwatch.config import MqttConfig
+from ccwatch.mqtt import new_client
 
 
 @dataclass(frozen=True)
@@ -114,62 +113,60 @@ def payloads(phase: Phase, interval: float, rng: random.Random) -> dict[str, dic
     }
 
 
-def connect(config: Config) -> paho.Client:
-    mqtt = config.mqtt
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ccwatch-simulate-{config.site}")
-    if mqtt.username:
-        client.username_pw_set(mqtt.username, read_secret(mqtt.password_env, mqtt.password_file))
-    if mqtt.tls is not None:
-        from ccwatch.ingest.mqtt import tls_context
-
-        context = tls_context(config)
-        if context is not None:
-            client.tls_set_context(context)
-    connected = threading.Event()
-    client.on_connect = lambda *args: connected.set()
-    client.connect(mqtt.host, mqtt.port, keepalive=30)
-    client.loop_start()
-    if not connected.wait(10):
-        client.loop_stop()
-        raise click.ClickException(f"cannot connect to the MQTT broker at {mqtt.host}:{mqtt.port}")
-    return client
-
-
-def run_scenario(
-    config: Config,
+async def publish_scenario(
+    mqtt: MqttConfig,
+    site: str,
     scenario: Scenario,
     speed: float = 1.0,
     duration: float | None = None,
     say: Callable[[str], None] = print,
     seed: int = 4,
 ) -> int:
-    """Publish the scenario; returns the number of messages sent."""
+    """Publish the scenario to the broker of ``mqtt``; returns the number of messages sent.
+
+    Each publish waits for the broker's acknowledgement (QoS ``mqtt.qos``), as a careful
+    exporter would; a ``click.ClickException`` names the broker when it cannot be reached.
+    """
     rng = random.Random(seed)
-    client = connect(config)
-    prefix = f"{config.mqtt.topic_prefix}/{config.site}"
+    prefix = f"{mqtt.topic_prefix}/{site}"
     sent = 0
-    started = time.monotonic()
+    client = new_client(mqtt, f"ccwatch-simulate-{site}", clean_session=True)
     try:
-        for component in ("acd", "ivr", "dialer", "voice_logger", "reports"):
-            client.publish(f"{prefix}/{component}/status", "online", qos=1, retain=True)
-        for phase in scenario.phases:
-            phase_end = time.monotonic() + phase.seconds / speed
-            say(f"{time.monotonic() - started:6.1f}s  {phase.name}")
-            while time.monotonic() < phase_end:
-                if duration is not None and time.monotonic() - started >= duration:
-                    return sent
-                for component, body in payloads(phase, scenario.interval, rng).items():
-                    info = client.publish(
-                        f"{prefix}/{component}/metrics", json.dumps(body), qos=config.mqtt.qos
-                    )
-                    sent += 1
-                info.wait_for_publish(10)
-                time.sleep(scenario.interval / speed)
-        say(f"{time.monotonic() - started:6.1f}s  done, {sent} messages published")
-        return sent
-    finally:
-        client.loop_stop()
-        client.disconnect()
+        async with client:
+            started = time.monotonic()
+            for component in ("acd", "ivr", "dialer", "voice_logger", "reports"):
+                await client.publish(f"{prefix}/{component}/status", "online", qos=1, retain=True)
+            for phase in scenario.phases:
+                phase_end = time.monotonic() + phase.seconds / speed
+                say(f"{time.monotonic() - started:6.1f}s  {phase.name}")
+                while time.monotonic() < phase_end:
+                    if duration is not None and time.monotonic() - started >= duration:
+                        return sent
+                    for component, body in payloads(phase, scenario.interval, rng).items():
+                        await client.publish(
+                            f"{prefix}/{component}/metrics", json.dumps(body), qos=mqtt.qos
+                        )
+                        sent += 1
+                    await asyncio.sleep(scenario.interval / speed)
+            say(f"{time.monotonic() - started:6.1f}s  done, {sent} messages published")
+            return sent
+    except aiomqtt.MqttError as exc:
+        raise click.ClickException(
+            f"cannot publish to the MQTT broker at {mqtt.host}:{mqtt.port}: {exc}"
+        ) from None
+
+
+def run_scenario(
+    mqtt: MqttConfig,
+    site: str,
+    scenario: Scenario,
+    speed: float = 1.0,
+    duration: float | None = None,
+    say: Callable[[str], None] = print,
+    seed: int = 4,
+) -> int:
+    """``publish_scenario`` from synchronous code (the CLI)."""
+    return asyncio.run(publish_scenario(mqtt, site, scenario, speed, duration, say, seed))
 
 
 @click.command()
@@ -195,11 +192,11 @@ def simulate(scenario: str, speed: float, duration: float | None) -> None:
     recovery, the dialer rejecting 12% of calls (major), the recovery. Run `ccwatch run`
     beside it and watch `ccwatch incidents list` or http://127.0.0.1:9817/.
     """
-    config: Config = click.get_current_context().find_root().obj.load()
+    config = click.get_current_context().find_root().obj.load()
     chosen = SCENARIOS[scenario]
     total = sum(p.seconds for p in chosen.phases) / speed
     click.echo(
         f"publishing scenario {scenario!r} to {config.mqtt.host}:{config.mqtt.port} "
         f"({config.mqtt.topic_prefix}/{config.site}/…), about {total:.0f} s"
     )
-    run_scenario(config, chosen, speed, duration, click.echo)
+    run_scenario(config.mqtt, config.site, chosen, speed, duration, click.echo)

@@ -10,26 +10,31 @@ own and subscribes to ``<prefix>/<site>/+/metrics`` and ``…/status`` for at mo
 
 Publishers that retain their last metrics message are judged in one round trip;
 others must publish within ``listen``. The check stops listening as soon as every
-component is fresh. A retained ``offline`` status fails the component outright.
+component is fresh. A retained ``offline`` status fails the component outright. The
+``ts`` is read by ingest's parser (``ccwatch.mqtt.parse_timestamp``): RFC 3339 with an
+offset, or epoch s/ms/µs/ns; a ts without offset, or one more than ``mqtt.max_clock_skew``
+in the future, does not count as fresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import ssl
 import time
 import uuid
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
+import aiomqtt
 from pydantic import Field
 
 from ccwatch.checklists.checks.base import CheckEnv, CheckType, format_age
 from ccwatch.checklists.result import Outcome, Status
-from ccwatch.configbase import StrictModel, read_secret
+from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
+from ccwatch.errors import PayloadError
+from ccwatch.mqtt import load_json, new_client, parse_timestamp, payload_bytes, subscribe
 
 if TYPE_CHECKING:
     from ccwatch.config import MqttConfig
@@ -42,63 +47,48 @@ class MqttFreshnessParams(StrictModel):
 
 
 def payload_time(payload: bytes) -> float | None:
-    """The publish time a metrics payload carries (``ts`` or Telegraf's ``timestamp``)."""
+    """The publish time a metrics payload carries (``ts`` or Telegraf's ``timestamp``),
+    read as ingest reads it (``ccwatch.mqtt``); None when it has none or an unreadable one."""
     try:
-        data: Any = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    stamp = data.get("ts", data.get("timestamp"))
-    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-        return float(stamp) / 1000 if stamp > 1e11 else float(stamp)  # Telegraf may send ms
-    if isinstance(stamp, str):
-        try:
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        data = load_json(payload)
+        if not isinstance(data, dict):
             return None
-    return None
-
-
-def _tls_context(mqtt: MqttConfig) -> ssl.SSLContext | None:
-    if mqtt.tls is None:
+        stamp = data.get("ts", data.get("timestamp"))
+        return None if stamp is None else parse_timestamp(stamp)
+    except PayloadError:
         return None
-    context = ssl.create_default_context(cafile=str(mqtt.tls.ca_file) if mqtt.tls.ca_file else None)
-    if mqtt.tls.cert_file:
-        context.load_cert_chain(
-            mqtt.tls.cert_file, str(mqtt.tls.key_file) if mqtt.tls.key_file else None
-        )
-    if mqtt.tls.insecure:
-        context.check_hostname = False
-    return context
-
-
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode()
 
 
 async def run(params: MqttFreshnessParams, env: CheckEnv) -> Outcome:
-    import aiomqtt
-
     config = env.config
-    mqtt = config.mqtt
-    components = params.components or sorted(config.components)
+    return await freshness(
+        params,
+        config.mqtt,
+        config.site,
+        params.components or sorted(config.components),
+        env.clock,
+    )
+
+
+async def freshness(
+    params: MqttFreshnessParams,
+    mqtt: MqttConfig,
+    site: str,
+    components: Sequence[str],
+    clock: Callable[[], float],
+) -> Outcome:
+    """The check on the ``mqtt:`` config and this site's ``components``."""
     threshold = f"every component published within {format_duration(params.max_age)}"
-    prefix = f"{mqtt.topic_prefix}/{config.site}"
     last_seen: dict[str, float] = {}
     offline: set[str] = set()
-    now = env.clock()
+    ahead: set[str] = set()
+    now = clock()
+    max_ahead = mqtt.max_clock_skew.total_seconds()
     deadline = time.monotonic() + params.listen.total_seconds()
-    client = aiomqtt.Client(
-        mqtt.host,
-        mqtt.port,
-        identifier=f"ccwatch-checklist-{uuid.uuid4().hex[:8]}",
+    client = new_client(
+        mqtt,
+        f"ccwatch-checklist-{uuid.uuid4().hex[:8]}",
         clean_session=True,
-        username=mqtt.username,
-        password=read_secret(mqtt.password_env, mqtt.password_file),
-        tls_context=_tls_context(mqtt),
         timeout=max(1.0, params.listen.total_seconds()),
     )
 
@@ -107,7 +97,7 @@ async def run(params: MqttFreshnessParams, env: CheckEnv) -> Outcome:
 
     try:
         async with client:
-            await client.subscribe([(f"{prefix}/+/metrics", 0), (f"{prefix}/+/status", 0)])
+            await subscribe(client, mqtt, site, qos=0)
             remaining = deadline - time.monotonic()
             if remaining > 0 and not all(fresh(c) for c in components):
                 with contextlib.suppress(TimeoutError):
@@ -115,13 +105,16 @@ async def run(params: MqttFreshnessParams, env: CheckEnv) -> Outcome:
                         async for message in client.messages:
                             parts = str(message.topic).split("/")
                             component, kind = parts[-2], parts[-1]
-                            payload = _payload_bytes(message.payload)
+                            payload = payload_bytes(message)
                             if kind == "status":
                                 if payload.strip().lower() == b"offline":
                                     offline.add(component)
                                 continue
                             offline.discard(component)
-                            stamp = payload_time(payload) if message.retain else env.clock()
+                            stamp = payload_time(payload) if message.retain else clock()
+                            if stamp is not None and stamp - now > max_ahead:
+                                ahead.add(component)  # a ts in the future proves nothing
+                                continue
                             if stamp is not None:
                                 last_seen[component] = max(last_seen.get(component, 0.0), stamp)
                             if all(fresh(c) for c in components):
@@ -142,6 +135,11 @@ async def run(params: MqttFreshnessParams, env: CheckEnv) -> Outcome:
             notes.append(f"{name}: reports offline")
         elif name in last_seen:
             notes.append(f"{name}: last published {format_age(now - last_seen[name])} ago")
+        elif name in ahead:
+            notes.append(
+                f"{name}: retained ts is more than mqtt.max_clock_skew in the future "
+                "(check the publisher's clock)"
+            )
         else:
             notes.append(f"{name}: nothing heard (no retained message with a ts, none live)")
     return Outcome(
