@@ -285,7 +285,7 @@ def test_features_do_not_import_the_root_config() -> None:
 
 @given(st.sampled_from(sorted(available_timezones())))
 def test_every_iana_zone_is_one_time_zone_type_that_round_trips(name: str) -> None:
-    from ccwatch.configbase import CronSchedule
+    from ccwatch.cron import CronSchedule
 
     schedule = CronSchedule.model_validate({"cron": "30 6 * * *", "timezone": name})
     assert str(schedule.timezone) == name

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ccwatch.compose import open_state
-from ccwatch.configbase import CronSchedule, cron_trigger
+from ccwatch.cron import CronSchedule, cron_trigger
 from ccwatch.scheduler import (
     ScheduledJob,
     last_run_times,

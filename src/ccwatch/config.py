@@ -16,157 +16,55 @@ features' models; no feature imports it.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import typing
-from datetime import timedelta
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ccwatch.checklists.checks import CheckSettings
 from ccwatch.checklists.config import ChecklistsConfig
-from ccwatch.classify import Thresholds
 from ccwatch.config_errors import format_validation_errors as format_validation_errors
 from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel, repeated
-from ccwatch.durations import Duration
+from ccwatch.configbase import StrictModel, repeated
 from ccwatch.errors import ConfigError
 from ccwatch.notify.config import EmailConfig as EmailConfig
 from ccwatch.retention.config import RetentionConfig
-from ccwatch.severity import Severity, SeverityName
+from ccwatch.settings import (
+    KNOWN_COMPONENTS as KNOWN_COMPONENTS,
+)
+from ccwatch.settings import (
+    ClassificationConfig as ClassificationConfig,
+)
+from ccwatch.settings import (
+    ComponentConfig as ComponentConfig,
+)
+from ccwatch.settings import (
+    HttpConfig as HttpConfig,
+)
+from ccwatch.settings import (
+    LoggingConfig as LoggingConfig,
+)
+from ccwatch.settings import (
+    MqttConfig as MqttConfig,
+)
+from ccwatch.settings import (
+    MqttTls as MqttTls,
+)
+from ccwatch.settings import (
+    StateConfig as StateConfig,
+)
+from ccwatch.settings import (
+    _default_components as _default_components,
+)
+from ccwatch.settings import (
+    parse_listen as parse_listen,
+)
 from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
 from ccwatch.tickets.config import TicketUpstream
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
-KNOWN_COMPONENTS = ("acd", "ivr", "dialer", "voice_logger", "reports")
-
-
-class MqttTls(StrictModel):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = Field(False, description="skip hostname verification (test brokers only)")
-
-
-class MqttConfig(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("cc", min_length=1, pattern=r"^[^#+]+$")
-    client_id: str | None = Field(None, description="fixed id for the persistent session")
-    qos: Literal[0, 1, 2] = 1
-    clean_session: bool = False
-    keepalive: Duration = timedelta(seconds=30)
-    username: str | None = None
-    password_env: SecretEnv = None
-    password_file: SecretFile = None
-    tls: MqttTls | None = None
-    reconnect_max: Duration = Field(timedelta(seconds=30), description="backoff cap")
-    max_payload_bytes: int = Field(65536, ge=64)
-    queue_size: int = Field(10_000, ge=1, description="bound of the ingest queue")
-    max_clock_skew: Duration = Field(
-        timedelta(minutes=5), description="a ts further ahead is rejected as clock_skew"
-    )
-
-    @field_validator("reconnect_max")
-    @classmethod
-    def _positive_backoff(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be greater than 0")
-        return value
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port); raises ValueError with the reason."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:9817')")
-    host = host.removeprefix("[").removesuffix("]")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
-    if not host.replace("-", "").replace(".", "").isalnum():
-        ipaddress.ip_address(host)  # raises ValueError for garbage
-    return host, int(port_text)
-
-
-class HttpConfig(StrictModel):
-    listen: str = "127.0.0.1:9817"
-    token_env: SecretEnv = Field(None, description="bearer token for state-changing calls")
-    token_file: SecretFile = None
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
-
-    @property
-    def host(self) -> str:
-        return parse_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return parse_listen(self.listen)[1]
-
-
-class StateConfig(StrictModel):
-    path: Path = Path("/var/lib/ccwatch/state.db")
-
-
-class ComponentConfig(StrictModel):
-    seats: int | None = Field(None, gt=0, description="seats when payloads do not carry them")
-    max_severity: SeverityName = Severity.CRITICAL
-    processes: list[str] = Field(default_factory=list, description="process names (diagnostics)")
-    log_files: list[Path] = Field(default_factory=list, description="logs to excerpt (diagnostics)")
-
-
-def _default_components() -> dict[str, ComponentConfig]:
-    # Seed 004 lists reports among the components of a major issue, never a critical one.
-    capped = {"reports": Severity.MAJOR}
-    return {
-        name: ComponentConfig(max_severity=capped.get(name, Severity.CRITICAL))
-        for name in KNOWN_COMPONENTS
-    }
-
-
-class ClassificationConfig(StrictModel):
-    open_after: Duration = timedelta(seconds=30)
-    resolve_after: Duration = timedelta(minutes=5)
-    stale_after: Duration = timedelta(minutes=2)
-    window: Duration = timedelta(minutes=5)
-    min_calls_offered: int = Field(20, ge=0)
-    critical_at: float = Field(0.20, gt=0, le=1)
-    major_above: float = Field(0.02, ge=0, lt=1)
-    _thresholds: Thresholds = PrivateAttr()
-
-    @model_validator(mode="after")
-    def _ordered_thresholds(self) -> ClassificationConfig:
-        if self.major_above >= self.critical_at:
-            raise ValueError(
-                f"major_above ({self.major_above}) must be below critical_at ({self.critical_at})"
-            )
-        if self.window <= timedelta(0) or self.stale_after <= timedelta(0):
-            raise ValueError("window and stale_after must be greater than 0")
-        self._thresholds = Thresholds(
-            critical_at=self.critical_at,
-            major_above=self.major_above,
-            min_calls_offered=self.min_calls_offered,
-        )
-        return self
-
-    @property
-    def thresholds(self) -> Thresholds:
-        """The severity boundaries and the calls guard, built once at validation."""
-        return self._thresholds
-
-
-class LoggingConfig(StrictModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
-
-
 class Config(StrictModel):
     site: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="this site's name in topics")
     mqtt: MqttConfig = MqttConfig()

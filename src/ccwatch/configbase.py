@@ -1,15 +1,14 @@
-"""Building blocks every config model uses: strict frozen models, secret references,
-time zones and cron schedules.
+"""Building blocks every config model uses: strict frozen models, secret references and
+time zones (cron schedules are in ``ccwatch.cron``).
 
 Secrets are never written inline. A model names where a secret lives with a pair of
 fields ``<name>_env`` (an environment variable) and ``<name>_file`` (a file whose first
 line is the secret). Both are checked at load time, so a missing secret is a config
 error with its key path, not a failure at 3 a.m. on the first ticket.
 
-``TimeZone`` is the one time-zone type (an IANA name, validated, held as a ``ZoneInfo``)
-and ``CronSchedule`` the one cron schedule (a 5-field crontab in a time zone): every
-model with a zone or a cron expression uses them, so both are refused with the same
-words wherever they are written.
+``TimeZone`` is the one time-zone type (an IANA name, validated, held as a ``ZoneInfo``):
+every model with a zone uses it, so a bad one is refused with the same words wherever
+it is written.
 """
 
 from __future__ import annotations
@@ -18,22 +17,18 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Field,
     PlainSerializer,
     PlainValidator,
     ValidationInfo,
     WithJsonSchema,
 )
-
-if TYPE_CHECKING:
-    from apscheduler.triggers.cron import CronTrigger
 
 
 class StrictModel(BaseModel):
@@ -118,42 +113,3 @@ TimeZone = Annotated[
     WithJsonSchema({"type": "string", "description": "IANA time zone, e.g. Asia/Kolkata"}),
 ]
 """An IANA time zone: written as its name (``Asia/Kolkata``), held as a ``ZoneInfo``."""
-
-
-def cron_trigger(cron: str, timezone: ZoneInfo | str = UTC_ZONE) -> CronTrigger:
-    """A 5-field crontab in a time zone; ValueError says what is wrong with either."""
-    from apscheduler.triggers.cron import CronTrigger  # deferred: only schedules need it
-
-    zone = time_zone(timezone)
-    try:
-        return CronTrigger.from_crontab(cron, timezone=zone)
-    except ValueError as exc:
-        raise ValueError(
-            f"invalid cron expression {cron!r}: {exc} "
-            "(5 fields: minute hour day-of-month month day-of-week, e.g. '30 6 * * *')"
-        ) from None
-
-
-def _valid_cron(value: str) -> str:
-    cron_trigger(value)
-    return value
-
-
-CronExpression = Annotated[str, AfterValidator(_valid_cron)]
-"""A 5-field crontab expression (minute hour day-of-month month day-of-week)."""
-
-
-class CronSchedule(StrictModel):
-    """When a job runs: ``{cron: "30 6 * * *", timezone: Asia/Kolkata}``."""
-
-    cron: CronExpression = Field(
-        description="5-field crontab: minute hour day-of-month month day-of-week"
-    )
-    timezone: TimeZone = Field(UTC_ZONE, description="IANA time zone of the cron expression")
-    catch_up: bool = Field(True, description="a run missed while ccwatch was down runs at start")
-
-    def trigger(self) -> CronTrigger:
-        return cron_trigger(self.cron, self.timezone)
-
-    def describe(self) -> str:
-        return f"{self.cron} ({self.timezone})"

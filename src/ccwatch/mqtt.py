@@ -41,7 +41,7 @@ from ccwatch.configbase import read_secret
 from ccwatch.errors import PayloadError
 
 if TYPE_CHECKING:  # config.py imports the check registry, which imports this module
-    from ccwatch.config import MqttConfig
+    from ccwatch.settings import MqttConfig
 
 # --- clients -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from ccwatch.configbase import CronSchedule
+from ccwatch.cron import CronSchedule
 from ccwatch.state import Migrations, StateStore, transaction
 
 logger = logging.getLogger(__name__)

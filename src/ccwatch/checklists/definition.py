@@ -40,7 +40,8 @@ from pydantic import (
 
 from ccwatch.checklists.checks import REGISTRY, CheckType
 from ccwatch.config_errors import read_yaml, validate_data
-from ccwatch.configbase import CronSchedule, StrictModel
+from ccwatch.configbase import StrictModel
+from ccwatch.cron import CronSchedule
 from ccwatch.durations import Duration
 from ccwatch.errors import ConfigError
 

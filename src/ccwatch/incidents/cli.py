@@ -17,9 +17,10 @@ import click
 
 from ccwatch.classify import assess
 from ccwatch.cliopts import format_option
-from ccwatch.config import ClassificationConfig, Config
+from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
+from ccwatch.settings import ClassificationConfig
 from ccwatch.severity import Severity
 
 T = TypeVar("T")

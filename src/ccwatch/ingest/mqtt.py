@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ccwatch.config import MqttConfig
 from ccwatch.metrics import shared_metrics
 from ccwatch.mqtt import (
     Acknowledge,
@@ -53,6 +52,7 @@ from ccwatch.mqtt import (
     subscribe,
 )
 from ccwatch.readiness import Readiness
+from ccwatch.settings import MqttConfig
 
 logger = logging.getLogger(__name__)
 

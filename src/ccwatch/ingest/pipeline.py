@@ -32,13 +32,13 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from ccwatch.classify import ComponentWindow
-from ccwatch.config import ClassificationConfig, ComponentConfig, MqttConfig
 from ccwatch.durations import format_duration
 from ccwatch.errors import PayloadError
 from ccwatch.incidents.lifecycle import Transition
 from ccwatch.incidents.service import IncidentService
 from ccwatch.ingest.payload import REJECT_REASONS, Measurement, PayloadParser, parse_topic
 from ccwatch.metrics import shared_metrics
+from ccwatch.settings import ClassificationConfig, ComponentConfig, MqttConfig
 from ccwatch.severity import Severity
 
 logger = logging.getLogger(__name__)

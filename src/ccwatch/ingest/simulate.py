@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 import aiomqtt
 import click
 
-from ccwatch.config import MqttConfig
 from ccwatch.mqtt import new_client
+from ccwatch.settings import MqttConfig
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ from pydantic import (
 
 from ccwatch.configbase import (
     UTC_ZONE,
-    CronExpression,
-    CronSchedule,
     SecretEnv,
     SecretFile,
     StrictModel,
@@ -33,6 +31,7 @@ from ccwatch.configbase import (
     read_secret,
     repeated,
 )
+from ccwatch.cron import CronExpression, CronSchedule
 from ccwatch.durations import Duration
 from ccwatch.errors import RetentionError
 

@@ -31,7 +31,7 @@ from ccwatch.retention.config import RetentionConfig
 
 if TYPE_CHECKING:
     # Type only (no import at run time, so no cycle): MqttConfig is defined in config.py.
-    from ccwatch.config import MqttConfig
+    from ccwatch.settings import MqttConfig
 
 P = TypeVar("P", bound=BaseModel)
 T = TypeVar("T")

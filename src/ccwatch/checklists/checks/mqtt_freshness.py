@@ -37,7 +37,7 @@ from ccwatch.errors import PayloadError
 from ccwatch.mqtt import load_json, new_client, parse_timestamp, payload_bytes, subscribe
 
 if TYPE_CHECKING:
-    from ccwatch.config import MqttConfig
+    from ccwatch.settings import MqttConfig
 
 
 class MqttFreshnessParams(StrictModel):
