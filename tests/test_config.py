@@ -269,11 +269,11 @@ def test_classification_thresholds_are_built_from_the_config(tmp_path: Path) -> 
 def test_features_do_not_import_the_root_config() -> None:
     """Each feature gets its own section; only the CLI and the daemon's root see Config."""
     modules = [
-        "ccwatch.checklists.cli",
+        "ccwatch.commands.checklists",
         "ccwatch.checklists.config",
         "ccwatch.checklists.service",
         "ccwatch.notify.email",
-        "ccwatch.retention.cli",
+        "ccwatch.commands.retention",
         "ccwatch.retention.job",
         "ccwatch.scheduler",
         "ccwatch.sla",

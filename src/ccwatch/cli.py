@@ -56,8 +56,8 @@ pass_context = click.make_pass_decorator(CliContext)
 
 
 def _incidents_with_ack() -> click.Command:
-    from ccwatch.incidents.cli import incidents
-    from ccwatch.tickets.cli import ack_command
+    from ccwatch.commands.incidents import incidents
+    from ccwatch.commands.tickets import ack_command
 
     incidents.add_command(ack_command)
     return incidents
@@ -66,12 +66,12 @@ def _incidents_with_ack() -> click.Command:
 # Feature verbs, loaded only when used: `ccwatch check-config` or `incidents list` should
 # not pay for importing the HTTP client, PostgreSQL driver and every check type.
 LAZY_COMMANDS: dict[str, tuple[str, str] | Callable[[], click.Command]] = {
-    "checklist": ("ccwatch.checklists.cli", "checklist_group"),
-    "classify": ("ccwatch.incidents.cli", "classify"),
+    "checklist": ("ccwatch.commands.checklists", "checklist_group"),
+    "classify": ("ccwatch.commands.incidents", "classify"),
     "incidents": _incidents_with_ack,
-    "retention": ("ccwatch.retention.cli", "retention"),
+    "retention": ("ccwatch.commands.retention", "retention"),
     "simulate": ("ccwatch.ingest.simulate", "simulate"),
-    "tickets": ("ccwatch.tickets.cli", "tickets_group"),
+    "tickets": ("ccwatch.commands.tickets", "tickets_group"),
 }
 
 
