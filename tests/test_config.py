@@ -146,7 +146,15 @@ def test_config_is_frozen() -> None:
 def test_config_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CCWATCH_CONFIG", raising=False)
+    # The system-wide path, as an installed package would have it (and this machine may).
+    etc = tmp_path / "etc" / "ccwatch" / "config.yaml"
+    monkeypatch.setattr("ccwatch.config.DEFAULT_CONFIG_PATHS", (Path("config.yaml"), etc))
     assert resolve_config_path("explicit.yaml") == Path("explicit.yaml")
+    assert resolve_config_path(None) == Path("config.yaml")  # neither exists: the local one
+    etc.parent.mkdir(parents=True)
+    etc.write_text("site: blr1\n")
+    assert resolve_config_path(None) == etc
+    Path("config.yaml").write_text("site: blr1\n")
     assert resolve_config_path(None) == Path("config.yaml")
     monkeypatch.setenv("CCWATCH_CONFIG", "/srv/cc.yaml")
     assert resolve_config_path(None) == Path("/srv/cc.yaml")
