@@ -32,7 +32,7 @@ def production_text(sample: str) -> str:
         sample,
     )
     if count != 1:
-        raise SystemExit(f"expected one `  path: ./var/state.db` line in config.yaml, found {count}")
+        raise SystemExit(f"config.yaml: expected one `  path: ./var/state.db` line, got {count}")
     return HEADER + text
 
 
