@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -129,17 +130,19 @@ def machine_lock() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def deb() -> Iterator[Path]:
     if reason := missing_requirements():
         pytest.skip(reason)
-    out = tmp_path_factory.mktemp("deb")
-    started = time.monotonic()
-    result = run([str(REPO / "packaging" / "build-deb"), str(out)],
-                 env={"CCWATCH_DEB_LINTIAN": "0", "TMPDIR": str(out)}, timeout=480)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (deb,) = out.glob(f"ccwatch_{VERSION}-1_*.deb")
-    print(f"\nbuilt {deb.name}: {deb.stat().st_size} bytes in {time.monotonic() - started:.0f}s")
-    return deb
+    # Not under pytest's basetemp: other checkouts' pytest runs (as root) prune old ones.
+    with tempfile.TemporaryDirectory(prefix="ccwatch-test-deb-") as tmp:
+        out = Path(tmp)
+        started = time.monotonic()
+        result = run([str(REPO / "packaging" / "build-deb"), str(out)],
+                     env={"CCWATCH_DEB_LINTIAN": "0", "TMPDIR": str(out)}, timeout=480)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        (deb,) = out.glob(f"ccwatch_{VERSION}-1_*.deb")
+        print(f"\nbuilt {deb.name}: {deb.stat().st_size} bytes in {time.monotonic() - started:.0f}s")
+        yield deb
 
 
 @pytest.fixture
@@ -170,14 +173,14 @@ def test_lintian_is_clean(deb: Path) -> None:
     assert not [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")]
 
 
-def test_install_upgrade_remove_purge(deb: Path, clean_machine: None, tmp_path: Path) -> None:
+def test_install_upgrade_remove_purge(deb: Path, clean_machine: None) -> None:
     started = time.monotonic()
 
     # Install: the shipped config validates, so the service is enabled.
     install = dpkg("-i", str(deb))
     assert install.returncode == 0, install.stdout + install.stderr
     assert "/etc/ccwatch/config.yaml: OK" in install.stdout
-    assert ENABLED_LINK.resolve() == UNIT
+    assert os.readlink(ENABLED_LINK) == str(UNIT)
 
     version = run(["/usr/bin/ccwatch", "--version"])
     assert version.stdout.strip() == f"ccwatch, version {VERSION}", version
@@ -188,7 +191,7 @@ def test_install_upgrade_remove_purge(deb: Path, clean_machine: None, tmp_path: 
     assert "OK" in check.stdout and "state /var/lib/ccwatch/state.db" in check.stdout
 
     # The production config is the repository's config.yaml through the generator.
-    expected = tmp_path / "config.yaml"
+    expected = deb.parent / "config.yaml"
     subprocess.run([sys.executable, str(REPO / "packaging" / "production_config.py"),
                     str(REPO / "config.yaml"), str(expected)], check=True)
     assert (CONF / "config.yaml").read_text() == expected.read_text()
