@@ -24,7 +24,11 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
+
+from tests.conftest import Mosquitto, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -166,6 +170,37 @@ def clean_machine() -> Iterator[None]:
                     path.unlink(missing_ok=True)
 
 
+def run_installed_daemon(mosquitto: Mosquitto) -> None:
+    user = pwd.getpwnam("ccwatch")
+    with tempfile.TemporaryDirectory(prefix="ccwatch-test-deb-run-") as tmp:
+        folder = Path(tmp)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        config = yaml.safe_load((CONF / "config.yaml").read_text())
+        port = free_port()
+        config["mqtt"]["port"] = mosquitto.port
+        config["http"]["listen"] = f"127.0.0.1:{port}"
+        config["state"]["path"] = str(folder / "state.db")
+        config["checklists"]["dir"] = str(CONF / "checklists")
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        daemon = subprocess.Popen(
+            ["setpriv", "--reuid=ccwatch", "--regid=ccwatch", "--init-groups", "--",
+             "/usr/bin/ccwatch", "-c", str(folder / "config.yaml"), "run"],
+            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            def ready() -> bool:
+                assert daemon.poll() is None, daemon.communicate()[0]
+                with contextlib.suppress(httpx.HTTPError):
+                    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+                return False
+
+            wait_until(ready, timeout=30)
+        finally:
+            daemon.terminate()
+            output = daemon.communicate(timeout=30)[0]
+        assert daemon.returncode == 0, output
+
+
 def test_lintian_is_clean(deb: Path) -> None:
     result = run(["lintian", "--fail-on", "error,warning", "--display-info", str(deb)])
     print(result.stdout + result.stderr)
@@ -173,7 +208,9 @@ def test_lintian_is_clean(deb: Path) -> None:
     assert not [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")]
 
 
-def test_install_upgrade_remove_purge(deb: Path, clean_machine: None) -> None:
+def test_install_upgrade_remove_purge(
+    clean_machine: None, deb: Path, mosquitto: Mosquitto
+) -> None:
     started = time.monotonic()
 
     # Install: the shipped config validates, so the service is enabled.
@@ -189,6 +226,10 @@ def test_install_upgrade_remove_purge(deb: Path, clean_machine: None) -> None:
     check = as_ccwatch("/usr/bin/ccwatch", "-c", "/etc/ccwatch/config.yaml", "check-config")
     assert check.returncode == 0, check.stderr
     assert "OK" in check.stdout and "state /var/lib/ccwatch/state.db" in check.stdout
+
+    # The installed daemon runs as the ccwatch user (the wheels' compiled parts load) and
+    # gets ready against a broker: the production config, with a free port and own state.
+    run_installed_daemon(mosquitto)
 
     # The production config is the repository's config.yaml through the generator.
     expected = deb.parent / "config.yaml"
