@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.yaml
 
-.PHONY: run test lint bench install install-test test-deps clean
+.PHONY: run test lint bench install install-test test-deps clean deb
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install-test test-deps
 ## Best effort: tests that need a missing tool are skipped with the reason.
 test-deps:
 	@scripts/install-test-deps.sh
+
+## The Debian package (dh-virtualenv), built in a temporary copy of the tree, into dist/;
+## then lintian. Needs debhelper, dh-virtualenv, python3-venv, lintian (see README).
+deb:
+	packaging/build-deb dist
 
 bench: install-test
 	$(BIN)/python bench/startup.py
