@@ -25,10 +25,22 @@ from pydantic import BaseModel, ValidationError
 
 from ccwatch.errors import ConfigError
 
+MAX_CONFIG_BYTES = 1_000_000
+
 
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; syntax errors become a ConfigError naming the line and column."""
+    """Parse a YAML file; syntax errors become a ConfigError naming the line and column.
+
+    Files over ``MAX_CONFIG_BYTES`` are refused before they are read: a config (or a
+    checklist) is a page or two, and a runaway file must not stall the daemon on SIGHUP.
+    """
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                str(path),
+                [f"{path} is {size:,} bytes; a config file may be at most {MAX_CONFIG_BYTES:,}"],
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read {path}: {exc.strerror}"]) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import email.utils
 import json
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import AnyUrl, Field, ValidationInfo, field_validator
 
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
     from ccwatch.notify.config import EmailConfig
 
 _EXCERPT_CHARS = 200
+# Header names whose values are credentials.
+_SECRET_HEADER = re.compile(
+    r"(?i)^(authorization|proxy-authorization|cookie)$|api[-_]?key|token|secret|password|"
+    r"signature|^x-auth"
+)
 
 
 class UpstreamBase(StrictModel):
@@ -64,6 +70,24 @@ class UpstreamBase(StrictModel):
     retry_max: Duration = Field(
         timedelta(minutes=5), description="cap of the exponential retry backoff"
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_inline_secrets(cls, value: Any, info: ValidationInfo) -> Any:
+        """Secrets live in env vars or files, never in a URL or a header value."""
+        if isinstance(value, AnyUrl) and value.password:
+            raise ValueError(
+                "a password in the URL is never written inline: remove it and name the "
+                "secret with bearer_token_env/_file or secret_env/_file"
+            )
+        if info.field_name == "headers" and isinstance(value, dict):
+            for header in value:
+                if _SECRET_HEADER.search(header):
+                    raise ValueError(
+                        f"header {header!r} carries a secret and is never written inline: "
+                        "use bearer_token_env/_file (Authorization) or a secret file"
+                    )
+        return value
 
     @property
     def upstream_name(self) -> str:
