@@ -272,6 +272,7 @@ class OutboxDispatcher:
         except Exception as exc:  # an adapter bug must not stop the other upstreams
             reason = self.redactor.text(f"{type(exc).__name__}: {exc}")
             self._count(name, event_name, "retry", started)
+            self._set_ready(name, False, f"adapter failed unexpectedly: {reason}")
             logger.exception("upstream %s: adapter failed unexpectedly (a ccwatch bug)", name)
             delay = self.retry.get(name, RetryPolicy()).delay(row.attempts + 1, None, self.rand)
             return Outcome(row.id, "pending", reason, self.clock() + delay)
