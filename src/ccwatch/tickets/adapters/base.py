@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
-from ccwatch.redact import Redactor
+from ccwatch.redact import Redactor, redact_then_cut
 
 if TYPE_CHECKING:
     from ccwatch.config import EmailConfig
@@ -151,7 +151,8 @@ def check_status(
     """2xx returns; 408/429/5xx raise Temporary (with Retry-After); other codes Permanent."""
     if 200 <= status < 300:
         return
-    excerpt = redactor.text(text[:_EXCERPT_CHARS].replace("\n", " ").strip())
+    # Redact first, cut after: a secret straddling the cut would keep its first part.
+    excerpt = redact_then_cut(text.strip(), _EXCERPT_CHARS, redactor).replace("\n", " ")
     message = f"{upstream}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in (408, 429) or status >= 500:
         raise TemporaryUpstreamError(message, retry_after=parse_retry_after(retry_after, now))
