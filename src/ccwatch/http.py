@@ -13,9 +13,9 @@ Hostile or broken clients cannot take it down:
 - a body must be text in its declared charset (UTF-8 by default) and JSON in it may
   nest at most ``MAX_JSON_DEPTH`` levels (400), so no handler meets a decoding error or
   a RecursionError;
-- at most ``MAX_CONNECTIONS`` connections are kept: a new one closes the oldest that is
-  not being answered (slow or stuck clients go first, ``/healthz`` keeps answering), and
-  one warning a minute at most says so.
+- at most ``MAX_CONNECTIONS`` connections are kept (plus one burst of accepts): a new
+  one closes the oldest that is not being answered (slow or stuck clients go first,
+  ``/healthz`` keeps answering), and one warning a minute at most says so.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccwatch import __version__
@@ -82,6 +83,8 @@ async def _read_body(request: web.Request) -> None:
         raise _json_error(web.HTTPRequestTimeout, "the body was not sent in time") from None
     except ConnectionError:  # the client went away (or was closed to make room)
         raise _json_error(web.HTTPBadRequest, "the connection was lost") from None
+    except (HttpProcessingError, RequestPayloadError):  # bad chunking, bad gzip, …
+        raise _json_error(web.HTTPBadRequest, "the body cannot be read") from None
     if not body:
         return
     try:
@@ -200,6 +203,47 @@ def build_app(runtime: Runtime) -> web.Application:
     return app
 
 
+def _outermost(app_handler: Handler) -> Handler:
+    """What runs before aiohttp routes a request (and before the middlewares)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        # aiohttp answers an unknown Expect with its text quoted back, which fails (500)
+        # when the header carries bytes that are not UTF-8.
+        if not request.headers.get("Expect", "").isascii():
+            raise _json_error(web.HTTPExpectationFailed, "unknown Expect header")
+        return await app_handler(request)
+
+    return handle
+
+
+class _MalformedRequests(logging.Filter):
+    """On aiohttp's server logger: a malformed request (aiohttp answers it 400 itself) is
+    the client's fault, not worth a traceback each; one line a minute at most says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said_at = -CAP_LOG_INTERVAL
+        self.refused = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or (exc.code or 400) >= 500:
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._said_at >= CAP_LOG_INTERVAL:
+            self._said_at = now
+            logger.info(
+                "HTTP: refused a malformed request (%s); %d so far. Said at most once a minute",
+                " ".join(str(exc.message).split())[:200],
+                self.refused,
+            )
+        return False
+
+
+_MALFORMED = _MalformedRequests()
+
+
 class _ConnectionCap:
     """The protocol factory behind the listening socket: at most ``limit`` connections.
 
@@ -218,16 +262,19 @@ class _ConnectionCap:
     def __call__(self) -> RequestHandler | _Refused:
         server = self._runner.server
         assert server is not None
+        # Connections register on connection_made, a loop turn after this call: within
+        # one burst of accepts the count lags by at most the listen backlog.
         connections = server.connections
-        if len(connections) >= self.limit:
-            self._warn(len(connections))
-            idle = [c for c in connections if c not in self._busy]
-            if not idle:
-                self.closed += 1
-                return _Refused()
-            for handler in idle[: len(connections) - self.limit + 1]:
-                handler.force_close()  # oldest first: the server keeps them in order
-                self.closed += 1
+        if len(connections) < self.limit:
+            return server()
+        idle = [c for c in connections if c not in self._busy]
+        for handler in idle[: len(connections) - self.limit + 1]:
+            handler.force_close()  # oldest first: the server keeps them in order
+            self.closed += 1
+        self._warn(len(connections))
+        if not idle:
+            self.closed += 1
+            return _Refused()
         return server()
 
     def _warn(self, count: int) -> None:
@@ -236,9 +283,11 @@ class _ConnectionCap:
             return
         self._warned_at = now
         logger.warning(
-            "HTTP: %d connections open, the cap; closing the oldest that are not being "
-            "answered (slow or stuck clients?). %d closed so far; said at most once a minute",
+            "HTTP: %d connections open, over the cap of %d: closing the oldest that are not "
+            "being answered (slow or stuck clients?); %d closed so far. Said at most once "
+            "a minute",
             count,
+            self.limit,
             self.closed,
         )
 
@@ -270,11 +319,15 @@ class HttpServer:
 
     def __init__(self, runtime: Runtime, max_connections: int = MAX_CONNECTIONS) -> None:
         app = build_app(runtime)
+        logging.getLogger("aiohttp.server").addFilter(_MALFORMED)  # once: filters are a set
         self._runner = web.AppRunner(
             app,
             access_log=None,
             handle_signals=False,
             keepalive_timeout=HEADER_TIMEOUT,  # also bounds a request's headers: see above
+            # Every body is read whole by the middleware; one that could not be (too
+            # large, undecodable) is not drained afterwards: the connection is closed.
+            lingering_time=0,
         )
         self._cap = _ConnectionCap(self._runner, app[_BUSY_KEY], max_connections)
         self._site: web.TCPSite | None = None
@@ -283,6 +336,8 @@ class HttpServer:
     async def start(self, host: str, port: int) -> None:
         if self._runner.server is None:
             await self._runner.setup()
+            assert self._runner.server is not None
+            self._runner.server.request_handler = _outermost(self._runner.server.request_handler)
         site = _CappedSite(self._runner, host, port, self._cap)
         await site.start()
         if self._site is not None:
