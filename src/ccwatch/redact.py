@@ -101,14 +101,17 @@ _AUTHORIZATION = re.compile(
     r"|(?P<bare>[^\s\"',;]+))"
 )
 _BEARER = re.compile(r"(?i)(?<![\w-])(bearer[ \t]+)([A-Za-z0-9._~+/=-]{6,})")
-_BASIC = re.compile(r"(?i)(?<![\w-])(basic[ \t]+)([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])")
+_BASIC = re.compile(r"(?i)(?<![\w-])(basic[ \t]+)([A-Za-z0-9+/]{8,}+=*+)")
 # scheme://user:password@host (the password may carry unencoded '@': the last one ends it)
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@?#]*:)([^\s/?#]*)@")
-# Well-known identifier shapes.
+_URL_USERINFO = re.compile(
+    r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,30}://[^\s:/@?#]*+:)([^\s/?#]*)@"
+)
+# Well-known identifier shapes. Runs are matched possessively (``{n,}+``) and whole, so a
+# hostile 100 kB word costs one pass, not one pass per position.
 _KEY_SHAPES = re.compile(
-    r"\b((?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|"
-    r"glpat-[A-Za-z0-9_-]{16,}|xox[abposr]-[A-Za-z0-9-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|"
-    r"AIza[0-9A-Za-z_-]{30,})\b"
+    r"(?<![A-Za-z0-9_])((?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{8,}+|gh[pousr]_[A-Za-z0-9]{20,}+|"
+    r"glpat-[A-Za-z0-9_-]{16,}+|xox[abposr]-[A-Za-z0-9-]{10,}+|"
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Za-z])|AIza[0-9A-Za-z_-]{30,}+)"
 )
 # An AWS secret access key: 40 characters of base64 mixing cases and digits. A secret.
 _AWS_SECRET = re.compile(
@@ -117,10 +120,8 @@ _AWS_SECRET = re.compile(
 )
 # A long word mixing upper case, lower case and digits is a key, not prose.
 # (Lower-case hex such as incident UUIDs and dedup keys is left alone.)
-_LONG_KEY = re.compile(
-    r"\b((?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*\d)"
-    r"[A-Za-z0-9_-]{32,})\b"
-)
+# The run is matched whole here; ``_long_key`` checks the mix.
+_LONG_KEY = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}+")
 _MIN_MATCH = 5  # no pattern matches a shorter string ("pwd=x")
 
 
@@ -345,6 +346,12 @@ def _group2(kind: Kind) -> Callable[[re.Match[str]], str]:
     return replace
 
 
+def _long_key(match: re.Match[str]) -> str:
+    word = match[0]
+    mixed = re.search("[A-Z]", word) and re.search("[a-z]", word) and re.search("[0-9]", word)
+    return _masked_value(word, "identifier") if mixed else word
+
+
 def _whole(kind: Kind) -> Callable[[re.Match[str]], str]:
     def replace(match: re.Match[str]) -> str:
         return _masked_value(match[0], kind)
@@ -367,7 +374,7 @@ _RULES: tuple[Callable[[str], str], ...] = (
     _rule(_OPTION_VALUE, _option_value),
     _rule(_AWS_SECRET, _whole("password")),
     _rule(_KEY_SHAPES, _whole("identifier")),
-    _rule(_LONG_KEY, _whole("identifier")),
+    _rule(_LONG_KEY, _long_key),
 )
 
 

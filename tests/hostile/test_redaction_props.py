@@ -165,7 +165,7 @@ def test_no_piece_of_a_password_survives_the_value_path(
     if line == "log key=value":  # unquoted: a value ends at whitespace
         password = "".join("_" if ch.isspace() else ch for ch in password)
     assume(len(password) >= 4)
-    _assume_not_in_skeleton(password, lambda p: json.dumps([p, build(key, p, filler)]), 4)
+    _assume_not_in_skeleton(password, lambda p: json.dumps([key, p, build(key, p, filler)]), 4)
     body: dict[str, Any] = {
         "summary": filler,
         "diagnostics": {"env": {key: password}, "log_excerpt": [build(key, password, filler)]},
