@@ -79,15 +79,19 @@ _IDENTIFIER_CHARS = r"[^\s\"'`<>,;&(){}\[\]]+"
 # "-> " is a config key path in an error message: not followed by a value.
 _KEY_VALUE = re.compile(
     rf"(?i)(?<![\w-])(?<!-> )(?P<key>{_KEY_NAME})(?![\w-])"
-    r"(?P<between>[\"']?[ \t]*(?P<sep>=>|[:=])[ \t]*)(?=[^\s])"
+    r"(?P<between>[\"']?[ \t]*(?P<sep>=>|[:=])[ \t]*)(?=[^ \t\r\n])"
 )
 _QUOTED = re.compile(rf"{_DOUBLE_QUOTED}|{_SINGLE_QUOTED}", re.DOTALL)
-_WORD = re.compile(r"\S+")
+# What may follow a quoted value that is the whole value ('ab'cd is not).
+_AFTER_QUOTED = re.compile(r"$|[\s,;:)}\]>&\\]")
+_WORD = re.compile(r"[^ \t\r\n\f\v]+")  # ASCII white space ends it; a no-break space not
 _IDENTIFIER_WORD = re.compile(_IDENTIFIER_CHARS)
 _REST_OF_LINE = re.compile(r"[^\r\n]*")
 _CONTINUATION = re.compile(r"\r?\n([ \t]+)\S[^\r\n]*")
 # What a config error says about a key named like a secret: not a value.
-_ABOUT_THE_KEY = re.compile(r"unknown key\b")
+_ABOUT_THE_KEY = re.compile(
+    r"unknown key; (?:secrets are never written inline|did you mean|allowed keys here)"
+)
 # --password value, -p value on command lines.
 _OPTION_VALUE = re.compile(
     r"(?i)(?<![\w-])(?P<key>--?[\w-]*(?:password|passwd|passphrase|secret))(?P<between>[ \t]+)"
@@ -274,6 +278,8 @@ def _masked_value(value: str, kind: Kind) -> str:
     """A matched value masked, its quotes kept."""
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         inner = value[1:-1]
+        if not inner:
+            return value  # an empty string hides nothing
         return f"{value[0]}{inner if _already_redacted(inner) else mask(inner, kind)}{value[0]}"
     if _already_redacted(value):
         return value
@@ -296,6 +302,10 @@ def _redact_key_values(text: str) -> str:
             continue
         kind = _key_kind(match["key"]) or "password"
         end = _value_end(text, match, kind)
+        if end == start:  # nothing that can be a value here
+            parts.append(text[pos:start])
+            pos = start
+            continue
         parts.append(text[pos:start])
         parts.append(_masked_value(text[start:end], kind))
         pos = end
@@ -306,7 +316,8 @@ def _redact_key_values(text: str) -> str:
 def _value_end(text: str, match: re.Match[str], kind: Kind) -> int:
     """Where the value after ``match`` ends, by the quoting and format of its context."""
     start = match.end()
-    if text[start] in "\"'" and (quoted := _QUOTED.match(text, start)) is not None:
+    quoted = _QUOTED.match(text, start) if text[start] in "\"'" else None
+    if quoted is not None and _AFTER_QUOTED.match(text, quoted.end()):
         return quoted.end()  # a quoted string, whole
     if kind == "identifier":  # one word
         word = _IDENTIFIER_WORD.match(text, start)
