@@ -21,7 +21,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     incident_id = request.match_info["incident_id"]
     by = "api"
-    if request.can_read_body:
+    if request.body_exists:  # http.py has read (and checked) the body already
         try:
             payload = json.loads(await request.text() or "{}")
         except json.JSONDecodeError:

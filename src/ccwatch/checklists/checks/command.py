@@ -13,6 +13,7 @@ from pydantic import Field
 from ccwatch.checklists.checks.base import CheckEnv, CheckType, describe_os_error
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
+from ccwatch.redact import redact_then_cut
 
 
 class CommandParams(StrictModel):
@@ -44,8 +45,10 @@ async def run(params: CommandParams, env: CheckEnv) -> Outcome:
             "check the path and that the ccwatch user may execute it",
         )
     lines = result.output.strip().splitlines()
-    first = "\n".join(line[:200] for line in lines[: params.output_lines])
-    value = f"exit code {result.exit_code}" + (f": {lines[0][:120]}" if lines else "")
+    # Redact first, cut after: a secret straddling the cut would keep its first part.
+    first = "\n".join(redact_then_cut(line, 200) for line in lines[: params.output_lines])
+    shown_line = redact_then_cut(lines[0], 120) if lines else ""
+    value = f"exit code {result.exit_code}" + (f": {shown_line}" if lines else "")
     if result.exit_code in params.ok_exit_codes:
         return Outcome(Status.OK, value, threshold, detail=first)
     status = Status.WARN if result.exit_code in params.warn_exit_codes else Status.FAIL

@@ -17,6 +17,7 @@ from ccwatch.checklists.checks.base import CheckEnv, CheckType, grade_high, run_
 from ccwatch.checklists.result import Outcome, Status
 from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration, format_duration
+from ccwatch.redact import redact_then_cut
 
 ISO_TIMESTAMP = r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
 
@@ -78,8 +79,8 @@ def count_matches(params: LogErrorsParams, since: float) -> tuple[int, list[str]
                 in_window = when.timestamp() >= since
         if in_window and pattern.search(line):
             count += 1
-            last = [*last[-2:], line[:200]]
-    return count, last, seen_time
+            last = [*last[-2:], line]
+    return count, [redact_then_cut(line, 200) for line in last], seen_time  # redact, then cut
 
 
 async def run(params: LogErrorsParams, env: CheckEnv) -> Outcome:

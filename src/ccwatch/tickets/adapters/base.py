@@ -34,7 +34,7 @@ from ccwatch.configbase import StrictModel
 from ccwatch.durations import Duration
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.incidents.vocabulary import Event
-from ccwatch.redact import Redactor
+from ccwatch.redact import Redactor, redact_then_cut
 from ccwatch.severity import Severity, SeverityName
 
 if TYPE_CHECKING:
@@ -230,7 +230,8 @@ def check_status(
     """2xx returns; 408/429/5xx raise Temporary (with Retry-After); other codes Permanent."""
     if 200 <= status < 300:
         return
-    excerpt = redactor.text(text[:_EXCERPT_CHARS].replace("\n", " ").strip())
+    # Redact first, cut after: a secret straddling the cut would keep its first part.
+    excerpt = redact_then_cut(text.strip(), _EXCERPT_CHARS, redactor).replace("\n", " ")
     message = f"{upstream}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in (408, 429) or status >= 500:
         raise TemporaryUpstreamError(message, retry_after=parse_retry_after(retry_after, now))
