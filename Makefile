@@ -20,10 +20,11 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/ccwatch -c $(CONFIG) run
 
-## Install ccwatch with its test tools and run the whole suite (+ ruff, mypy).
+## Install ccwatch with its test tools and run the whole suite (+ ruff, mypy, import-linter).
 test: install-test test-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected, not a failure
 
 ## System tools the tests talk to (promtool, Alertmanager, Chromium, systemd-analyze).

@@ -34,11 +34,11 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccwatch import __version__
+from ccwatch.api import incidents as incidents_api
+from ccwatch.api import tickets as tickets_api
 from ccwatch.configbase import read_secret
-from ccwatch.incidents import api as incidents_api
 from ccwatch.metrics import exposition
 from ccwatch.runtime import Runtime
-from ccwatch.tickets import api as tickets_api
 
 logger = logging.getLogger(__name__)
 
