@@ -67,7 +67,7 @@ def test_manual_ack_holds_a_message_until_acknowledged(mosquitto: Mosquitto) -> 
             async with asyncio.timeout(10):
                 async for message in client.messages:
                     if acknowledge:
-                        ack(message)
+                        ack(message.mid, message.qos)
                     assert isinstance(message.payload, bytes)
                     return message.payload
         raise AssertionError("no message")

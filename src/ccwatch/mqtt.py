@@ -124,12 +124,12 @@ class DropCountingQueue(asyncio.Queue[aiomqtt.Message]):
         self.dropped = 0
 
     def put_nowait(self, item: aiomqtt.Message) -> None:
-        if self.full():
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
             self.dropped += 1
             if self.on_drop is not None:
                 self.on_drop()
-            return
-        super().put_nowait(item)
 
 
 def drop_counting_queue(
@@ -147,7 +147,8 @@ def drop_counting_queue(
     return _Queue
 
 
-Acknowledge = Callable[[aiomqtt.Message], None]
+Acknowledge = Callable[[int, int], Any]
+"""``ack(mid, qos)``: paho's acknowledgement of one received message."""
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> Acknowledge:
@@ -165,13 +166,8 @@ def enable_manual_ack(client: aiomqtt.Client) -> Acknowledge:
     """
     paho_client = client._client
     paho_client.manual_ack_set(True)
-    ack = paho_client.ack
-
-    def acknowledge(message: aiomqtt.Message) -> None:
-        if message.qos:
-            ack(message.mid, message.qos)
-
-    return acknowledge
+    ack: Acknowledge = paho_client.ack  # called for every message: no wrapper around it
+    return ack
 
 
 def payload_bytes(message: aiomqtt.Message) -> bytes:
@@ -213,13 +209,17 @@ def json_depth_exceeds(payload: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+_decode_json = json.JSONDecoder().decode  # json.loads minus its per-call type sniffing
+
+
 def load_json(payload: bytes | bytearray | str) -> Any:
     """The JSON document of a payload; ``PayloadError`` ``not_json`` or ``schema`` (too deep)."""
     raw = payload.encode() if isinstance(payload, str) else bytes(payload)
     if json_depth_exceeds(raw):
         raise PayloadError("schema", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(raw)
+        # JSON text is UTF-8 (RFC 8259); a leading byte-order mark is tolerated.
+        return _decode_json(raw.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("not_json", f"{exc}"[:120]) from None
     except RecursionError:  # cannot happen below the depth cap; kept as a last guard

@@ -430,7 +430,8 @@ class Lifecycle:
         incident = track.incident
         # While a change of this component's incident is being written (or an open),
         # only the holds move: the next message or tick decides, from what was written.
-        settled = _key(component, PRODUCTION_LOSS) not in self._pending
+        pending = self._pending
+        settled = not pending or _key(component, PRODUCTION_LOSS) not in pending
         if settled and incident is not None and incident.state == "nodata":
             # Proposed until written: a failed write is proposed again by the next message.
             incident = replace(
@@ -469,7 +470,7 @@ class Lifecycle:
                 track.incident = incident
         if settled:
             self._evaluate(component, track, incident, now, mono, transitions)
-        return self._propose(transitions)
+        return self._propose(transitions) if transitions else transitions
 
     def tick(self, now: float, mono: float | None = None) -> list[Transition]:
         """Time passed without data: finish holds, mark stale components, telemetry lost."""

@@ -225,8 +225,11 @@ class MqttSource:
                     raise _Redeliver(self._drops_in_session)
 
     async def _process(self, ack: Acknowledge, message: aiomqtt.Message) -> None:
+        payload = message.payload
         try:
-            pending = self.handler(message.topic.value, payload_bytes(message), self.clock())
+            if type(payload) is not bytes:
+                payload = payload_bytes(message)
+            pending = self.handler(message.topic.value, payload, self.clock())
             if pending is not None:
                 await pending
         except Exception:
@@ -234,7 +237,8 @@ class MqttSource:
             # forever: log it and acknowledge it like any other.
             logger.exception("processing a message on %s failed (a ccwatch bug)", message.topic)
         # Acknowledged only now that the pipeline has it (see the module docstring).
-        ack(message)
+        if message.qos:
+            ack(message.mid, message.qos)
 
     def _queue_created(self, queue: DropCountingQueue) -> None:
         self._queue = queue
