@@ -48,8 +48,8 @@ from tests.test_tickets_support import Received, Receiver, generic_body  # noqa:
 from ccwatch.compose import open_state  # noqa: E402
 from ccwatch.config import validate_data  # noqa: E402
 from ccwatch.state import StateStore, transaction  # noqa: E402
-from ccwatch.tickets.adapters import AdapterContext, RecordingAdapter, WebhookAdapter  # noqa: E402
-from ccwatch.tickets.adapters.webhook import WebhookUpstream  # noqa: E402
+from ccwatch.tickets.adapters import AdapterContext, RecordingAdapter  # noqa: E402
+from ccwatch.tickets.adapters.webhook import WebhookAdapter, WebhookUpstream  # noqa: E402
 from ccwatch.tickets.outbox import OutboxDispatcher  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -16,3 +16,13 @@ def test_store_bench_runs_on_the_current_schema() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "store thread (chosen)" in result.stdout and "on the event loop" in result.stdout
+
+
+def test_every_bench_imports_against_the_current_code() -> None:
+    """A bench that no longer imports is found here, not on the day someone measures."""
+    for bench in sorted((REPO / "bench").glob("*.py")):
+        result = subprocess.run(
+            [sys.executable, "-c", f"import runpy; runpy.run_path({str(bench)!r}, run_name='bench')"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{bench.name}: {result.stderr[-2000:]}"
