@@ -46,7 +46,7 @@ class StateHealth:
         self.interval = interval
         self.metrics = shared_metrics(StateMetrics, registry)
         self._wakeup = asyncio.Event()
-        self._last: str | None = "not probed yet"
+        self._last: str | None = None  # the last problem reported (None: healthy)
 
     def wake(self) -> None:
         """Probe now (a write just failed)."""
