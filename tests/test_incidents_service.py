@@ -318,3 +318,24 @@ def test_open_incidents_gauge_follows_the_changes(tmp_path: Path, store: StateSt
     asyncio.run(observe(service, CLEAN, clock.now + 100))
     assert gauge("critical") == 0
     assert outbox(store) == []  # no upstream configured: nothing to deliver
+
+
+def test_a_bug_in_a_write_abandons_the_transition_and_it_comes_back(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """A failing body hook (a bug) must not leave the component pending for good."""
+    clock = Clock()
+    calls: list[str] = []
+
+    def broken_once(incident: Incident, event: Event) -> dict[str, Any]:
+        calls.append(event.value)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return {}
+
+    service = service_for(store, make_config(tmp_path), clock, body_extras=broken_once)
+    asyncio.run(observe(service, CRITICAL, clock.now))
+    assert store.run_sync(lambda conn: repository.list_incidents(conn)) == []
+    asyncio.run(observe(service, CRITICAL, clock.now + 1))
+    [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
+    assert incident.state == "open" and calls == ["open", "open"]

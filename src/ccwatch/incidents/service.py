@@ -227,14 +227,26 @@ class IncidentService:
         """Write proposed transitions in order. A failed write is logged and counted, and
         it and the rest are abandoned (proposed again later), never raised."""
         async with self._settled:
-            for index, transition in enumerate(transitions):
-                try:
-                    await self._write(transition)
-                except IncidentWriteError:
-                    for later in transitions[index + 1 :]:
-                        self.lifecycle.abandon(later)
-                    break
-            self._settled.notify_all()
+            try:
+                for index, transition in enumerate(transitions):
+                    try:
+                        await self._write(transition)
+                    except IncidentWriteError:
+                        for later in transitions[index + 1 :]:
+                            self.lifecycle.abandon(later)
+                        break
+                    except Exception:
+                        for later in transitions[index + 1 :]:
+                            self.lifecycle.abandon(later)
+                        logger.exception(
+                            "writing incident %s (%s) failed (a ccwatch bug); it is proposed "
+                            "again by the next observation",
+                            transition.incident_id[:8],
+                            transition.change,
+                        )
+                        break
+            finally:
+                self._settled.notify_all()
 
     # --- acknowledgements, notes, jobs ------------------------------------------------
 
@@ -378,6 +390,10 @@ class IncidentService:
                 self.store.path,
             )
             raise IncidentWriteError(str(exc)) from exc
+        except BaseException:
+            # A bug (or a cancellation) must not leave the incident pending for good.
+            self.lifecycle.abandon(transition)
+            raise
         self.lifecycle.commit(transition)
         if transition.change not in ("loss", "sla_due"):
             self.metrics.changes.labels(change=transition.change).inc()
