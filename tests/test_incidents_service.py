@@ -339,3 +339,27 @@ def test_a_bug_in_a_write_abandons_the_transition_and_it_comes_back(
     asyncio.run(observe(service, CRITICAL, clock.now + 1))
     [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
     assert incident.state == "open" and calls == ["open", "open"]
+
+
+def test_transitions_cancelled_before_their_write_are_proposed_again(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """A config reload cancels the pipeline while a write waits for the lock: the
+    transitions it carried must come back, not freeze the component."""
+    clock = Clock()
+    service = service_for(store, make_config(tmp_path), clock)
+
+    async def scenario() -> None:
+        async with service._settled:  # another write holds the lock
+            proposed = service.observe("acd", CRITICAL, clock.now)
+            assert [t.change for t in proposed] == ["opened"]
+            waiting = asyncio.create_task(service.apply(proposed))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        await observe(service, CRITICAL, clock.now + 1)
+
+    asyncio.run(scenario())
+    [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
+    assert incident.state == "open"

@@ -225,28 +225,32 @@ class IncidentService:
 
     async def apply(self, transitions: Sequence[Transition]) -> None:
         """Write proposed transitions in order. A failed write is logged and counted, and
-        it and the rest are abandoned (proposed again later), never raised."""
-        async with self._settled:
-            try:
-                for index, transition in enumerate(transitions):
-                    try:
-                        await self._write(transition)
-                    except IncidentWriteError:
-                        for later in transitions[index + 1 :]:
-                            self.lifecycle.abandon(later)
-                        break
-                    except Exception:
-                        for later in transitions[index + 1 :]:
-                            self.lifecycle.abandon(later)
-                        logger.exception(
-                            "writing incident %s (%s) failed (a ccwatch bug); it is proposed "
-                            "again by the next observation",
-                            transition.incident_id[:8],
-                            transition.change,
-                        )
-                        break
-            finally:
-                self._settled.notify_all()
+        it and the rest are abandoned (proposed again later), never raised. Whatever
+        happens — a full disk, a bug, a cancellation while waiting for the lock — every
+        transition ends committed or abandoned, never left pending."""
+        handed = 0  # transitions given to _write, which commits or abandons each
+        try:
+            async with self._settled:
+                try:
+                    for transition in transitions:
+                        handed += 1
+                        try:
+                            await self._write(transition)
+                        except IncidentWriteError:
+                            break
+                        except Exception:
+                            logger.exception(
+                                "writing incident %s (%s) failed (a ccwatch bug); it is "
+                                "proposed again by the next observation",
+                                transition.incident_id[:8],
+                                transition.change,
+                            )
+                            break
+                finally:
+                    self._settled.notify_all()
+        finally:
+            for later in transitions[handed:]:
+                self.lifecycle.abandon(later)
 
     # --- acknowledgements, notes, jobs ------------------------------------------------
 
