@@ -42,6 +42,7 @@ from ccwatch.incidents import repository
 from ccwatch.incidents.events import BodyExtras, Upstream
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.incidents.lifecycle import (
+    CLOSED_STATES,
     Lifecycle,
     LifecycleSettings,
     Observation,
@@ -260,8 +261,10 @@ class IncidentService:
                     raise repository.UnknownIncidentError(incident_id)
                 if stored.acknowledged_at is not None:
                     return stored
-                if stored.state == "resolved":
-                    raise ValueError(f"incident {incident_id} is resolved; nothing to acknowledge")
+                if stored.state in CLOSED_STATES:
+                    raise ValueError(
+                        f"incident {incident_id} is {stored.state}; nothing to acknowledge"
+                    )
                 # Active in the store but not in this site's lifecycle (another site's).
                 state = "nodata" if stored.state == "nodata" else "acknowledged"
                 transition = Transition(
@@ -397,7 +400,7 @@ class IncidentService:
         return incident
 
     def _committed(self, incident: Incident, change: str) -> None:
-        if incident.state == "resolved":
+        if incident.state in CLOSED_STATES:
             self._open.pop(incident.id, None)
         else:
             self._open[incident.id] = incident.severity
