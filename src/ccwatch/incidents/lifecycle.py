@@ -221,6 +221,25 @@ class _Track:
         self.last_at_level = [None] * 4
 
 
+def open_label(incident: ActiveIncident) -> dict[str, str]:
+    """Seed 000's definitions: an outage is a component down or a loss at critical
+    severity; anything less is a degradation (the open event's ``impact_class``)."""
+    down = incident.metrics.get("up") is False or incident.metrics.get("down") is True
+    outage = down or incident.severity >= Severity.CRITICAL
+    return {"impact_class": "outage" if outage else "degradation"}
+
+
+def resolve_summary(incident: ActiveIncident, now: float) -> dict[str, Any]:
+    """What the resolve event says about the whole incident."""
+    return {
+        "resolution": {
+            "duration_s": round(now - incident.opened_at, 3),
+            "peak_severity": incident.peak_severity.label,
+            "peak_loss": round(incident.peak_loss, 6),
+        }
+    }
+
+
 def new_incident_id() -> str:
     return uuid.uuid4().hex
 
@@ -672,7 +691,9 @@ class Lifecycle:
                 updated_at=now,
                 metrics=observation.metrics,
             )
-            transitions.append(Transition("opened", opened, now, current))
+            transitions.append(
+                Transition("opened", opened, now, current, extras=open_label(opened))
+            )
             return
         if target == Severity.NONE:
             # The record keeps its last severity and impact, so a resolved incident
@@ -686,7 +707,14 @@ class Lifecycle:
                 resolved_at=now,
             )
             transitions.append(
-                Transition("resolved", resolved, now, current, f"recovered: {observation.impact}")
+                Transition(
+                    "resolved",
+                    resolved,
+                    now,
+                    current,
+                    f"recovered: {observation.impact}",
+                    extras=resolve_summary(resolved, now),
+                )
             )
             return
         changed = replace(

@@ -566,3 +566,15 @@ def watched_incidents(
         params.extend(ids)
     rows = conn.execute(query + " ORDER BY opened_at", params).fetchall()
     return [Incident.from_row(row) for row in rows]
+
+
+def component_history(
+    conn: sqlite3.Connection, site: str, component: str, since: float, limit: int = 50
+) -> list[Incident]:
+    """Incidents of site+component opened since ``since``, newest first (RCA drafts)."""
+    rows = conn.execute(
+        "SELECT * FROM incidents WHERE site = ? AND component = ? AND opened_at >= ?"
+        " ORDER BY opened_at DESC LIMIT ?",
+        (site, component, since, limit),
+    ).fetchall()
+    return [Incident.from_row(row) for row in rows]

@@ -49,7 +49,7 @@ from ccwatch.incidents.lifecycle import (
     Transition,
     new_incident_id,
 )
-from ccwatch.incidents.model import Incident
+from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
 from ccwatch.severity import Severity
@@ -314,6 +314,46 @@ class IncidentService:
         )
         async with self._settled:
             return await self._write(transition)
+
+    async def rca_delivered(
+        self, incident_id: str, delivered: str, by: str, now: float | None = None
+    ) -> Incident:
+        """The RCA was delivered (a URL or a text): stops the RCA clock (``rca_done_at``),
+        timeline ``rca_delivered``, event ``rca_delivered``."""
+        at = self.clock() if now is None else now
+        text = delivered.strip()
+        if not text:
+            raise ValueError("say what was delivered: a URL or a short text")
+        return await self.note(
+            incident_id,
+            "rca_delivered",
+            event=Event.RCA_DELIVERED,
+            detail=f"by {by}: {text}",
+            data={"rca_done_at": at, "rca": {"delivered": text, "by": by, "at": at}},
+            extras={"rca": {"delivered": text, "by": by}},
+            now=at,
+        )
+
+    async def rca_deferred(
+        self, incident_id: str, reason: str, until: float, by: str, now: float | None = None
+    ) -> Incident:
+        """The RCA waits (e.g. for debug data) until ``until``: its due time moves there,
+        timeline ``rca_deferred``, event ``rca_deferred``."""
+        at = self.clock() if now is None else now
+        if not reason.strip():
+            raise ValueError("give the reason the RCA waits")
+        if until <= at:
+            raise ValueError("--until must be in the future")
+        due = rfc3339(until)
+        return await self.note(
+            incident_id,
+            "rca_deferred",
+            event=Event.RCA_DEFERRED,
+            detail=f"by {by} until {due}: {reason.strip()}",
+            data={"rca_deferred_until": until, "rca_deferred_reason": reason.strip()},
+            extras={"rca": {"deferred_until": due, "reason": reason.strip(), "by": by}},
+            now=at,
+        )
 
     async def note_dead_letter(self, row: repository.OutboxRow, error: str) -> None:
         """An upstream refused an event for good: say so on the incident's timeline."""

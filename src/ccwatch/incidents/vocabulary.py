@@ -50,6 +50,7 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     "loss": None,  # the loss figure moved: the record follows, nobody is told
     "refreshed": None,  # a job reported the same finding again
     "sla_due": None,  # due times (re)computed
+    "rca_draft": None,  # the RCA draft was written on resolve (ccwatch incidents rca-draft)
     "ticket_dead": None,  # an upstream refused an event for good (shown to the operator)
     "diagnostics": None,  # diagnostics attached to a pending open event
 }
