@@ -47,7 +47,7 @@ def _duration(seconds: float) -> str:
 
 
 def loss_integral(incident: Incident, timeline: Sequence[TimelineEntry], end: float) -> float:
-    """Loss × seconds from the open to ``end``, the loss held between timeline entries."""
+    """Loss x seconds from the open to ``end``, the loss held between timeline entries."""
     total = 0.0
     entries = [e for e in timeline if e.at <= end]
     for entry, following in zip(entries, [*entries[1:], None], strict=True):
@@ -101,7 +101,7 @@ def rca_draft(
         agent_minutes = integral * float(seats) / 60.0
         lines.append(
             f"- Estimated lost production: {agent_minutes:.0f} agent-minutes unable to work "
-            f"({seats:g} seats × loss over {_duration(duration)})"
+            f"({seats:g} seats x loss over {_duration(duration)})"
         )
     else:
         lines.append("- Estimated lost production: unknown (no seat count in the metrics)")

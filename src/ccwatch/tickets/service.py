@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -300,8 +301,9 @@ class SlaWatcher:
                 continue
             if RCA_DRAFT_KEY in incident.data:
                 continue
-            sla, incident_id = self.sla, incident.id
-            found = await self.store.run(lambda c: load_rca_draft(c, sla, incident_id, now))
+            found = await self.store.run(
+                functools.partial(load_rca_draft, sla=self.sla, incident_id=incident.id, now=now)
+            )
             if found is None:
                 continue
             with contextlib.suppress(repository.UnknownIncidentError):
