@@ -188,7 +188,7 @@ def test_an_unacknowledged_critical_incident_is_reminded_once_per_interval(
     iid = asyncio.run(scenario())
     assert [e for _, e in events(store)] == ["open", "reminder", "reminder", "acknowledge"]
     timeline = store.run_sync(lambda c: repository.load_timeline(c, iid))
-    assert [e.detail for e in timeline if e.change == "reminder"][0].startswith(
+    assert next(e.detail for e in timeline if e.change == "reminder").startswith(
         "not acknowledged 30m after it opened"
     )
 
