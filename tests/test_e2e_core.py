@@ -137,7 +137,8 @@ def test_incident_opens_escalates_on_the_same_id_and_resolves_after_the_hold(
 
     wait_until(resolved, timeout=15, interval=0.2)
     detail = daemon.get(f"/api/incidents/{major['id']}").json()
-    assert [e["change"] for e in detail["timeline"]] == ["opened", "escalated", "resolved"]
+    changes = [e["change"] for e in detail["timeline"] if e["change"] != "rca_draft"]
+    assert changes == ["opened", "escalated", "resolved"]  # (+ the RCA draft of a critical)
     assert detail["peak_loss"] == pytest.approx(0.23) and detail["resolved_at"]
     assert set(detail["sla"]) == {"first_response_due", "resolution_due", "rca_due"}
     missing = daemon.get("/api/incidents/no-such-id")

@@ -47,12 +47,23 @@ class Written(Lifecycle):
 
 
 def machine(
-    open_after: float = 30, resolve_after: float = 300, stale_after: float = 120
+    open_after: float = 30,
+    resolve_after: float = 300,
+    stale_after: float = 120,
+    reopen_window: float = 1800,
+    auto_close_after: float | None = 48 * 3600,
 ) -> Lifecycle:
     counter = itertools.count(1)
     return Written(
         "blr1",
-        LifecycleSettings(open_after, resolve_after, stale_after, loss_refresh=10),
+        LifecycleSettings(
+            open_after,
+            resolve_after,
+            stale_after,
+            loss_refresh=10,
+            reopen_window=reopen_window,
+            auto_close_after=auto_close_after,
+        ),
         new_id=lambda: f"inc{next(counter)}",
     )
 
@@ -78,6 +89,10 @@ def changes(transitions: list[Transition]) -> list[tuple[str, str, str]]:
 def significant(transitions: list[Transition]) -> list[Transition]:
     """Without the periodic loss-figure refreshes (they send no event)."""
     return [t for t in transitions if t.change != "loss"]
+
+
+def acd_only(transitions: list[Transition]) -> list[Transition]:
+    return [t for t in transitions if t.incident is not None and t.incident.component == "acd"]
 
 
 def test_a_severity_must_hold_for_open_after_before_an_incident_opens() -> None:
@@ -135,8 +150,75 @@ def test_escalation_and_de_escalation_keep_the_incident_id_and_resolve_waits() -
         "resolved",
     )
     assert resolved.incident.peak_severity == CRITICAL
-    # The next problem is a new incident.
-    assert lc.observe("acd", reading(MINOR), 800)[0].incident.id == "inc2"
+    # The fault back within reopen_window reopens the same incident.
+    back = lc.observe("acd", reading(MINOR), 800)[0]
+    assert (back.change, back.incident.id, back.incident.state) == ("reopened", "inc1", "open")
+    assert back.incident.resolved_at is None and back.incident.reopen_count == 1
+
+
+def test_a_fault_after_the_reopen_window_is_a_new_incident() -> None:
+    lc = machine(open_after=0, resolve_after=0, reopen_window=600)
+    first = lc.observe("acd", reading(CRITICAL), 0)[0].incident
+    assert significant(lc.observe("acd", reading(NONE), 10))[0].change == "resolved"
+    later = lc.observe("acd", reading(MAJOR), 611)[0]
+    assert (later.change, later.incident.id) == ("opened", "inc2")
+    assert later.incident.id != first.id
+
+
+def test_reopen_needs_the_holds_like_an_open_and_keeps_peaks() -> None:
+    lc = machine(open_after=30, resolve_after=0, reopen_window=600)
+    lc.observe("acd", reading(CRITICAL), 0)
+    lc.observe("acd", reading(CRITICAL), 30)
+    assert significant(lc.observe("acd", reading(NONE), 40))[0].change == "resolved"
+    assert significant(lc.observe("acd", reading(MAJOR), 100)) == []  # not held yet
+    [back] = significant(lc.observe("acd", reading(MAJOR), 130))
+    assert (back.change, back.event, back.incident.id) == ("reopened", "reopen", "inc1")
+    assert (back.incident.severity, back.incident.peak_severity) == (MAJOR, CRITICAL)
+    assert back.updates == {"resolved_at": None} and back.data == {"reopen_count": 1}
+
+
+def test_restore_remembers_a_recent_resolve_for_reopen() -> None:
+    lc = machine(open_after=0, resolve_after=0, reopen_window=600)
+    incident = lc.observe("acd", reading(CRITICAL), 1000)[0].incident
+    resolved = significant(lc.observe("acd", reading(NONE), 1010))[0].incident
+    assert incident is not None and resolved is not None
+    again = machine(open_after=0, resolve_after=0, reopen_window=600)
+    again.restore([resolved], now=1300, mono=50)  # a restart: a new monotonic clock
+    back = again.observe("acd", reading(MAJOR), 1400, mono=150)[0]
+    assert (back.change, back.incident.id) == ("reopened", incident.id)
+    late = machine(open_after=0, resolve_after=0, reopen_window=600)
+    late.restore([resolved], now=1700, mono=50)
+    assert late.observe("acd", reading(MAJOR), 1710, mono=60)[0].change == "opened"
+
+
+def test_an_incident_nodata_for_auto_close_after_expires() -> None:
+    lc = machine(open_after=0, stale_after=120, auto_close_after=3600)
+    incident = lc.observe("acd", reading(CRITICAL), 0)[0].incident
+    [silent] = acd_only(lc.tick(120))  # (and "telemetry lost" for the site)
+    assert (silent.change, silent.incident.nodata_since) == ("nodata", 120)
+    assert silent.data == {"nodata_since": 120}
+    assert acd_only(lc.tick(3719)) == []
+    [expired] = acd_only(lc.tick(3720))
+    assert (expired.change, expired.event, expired.incident.state) == (
+        "expired",
+        "expire",
+        "expired",
+    )
+    assert expired.incident.id == incident.id
+    assert [i.component for i in lc.active()] == ["telemetry"]
+    # An expired incident is over: data later opens a new one (no reopen of an expired one).
+    assert [t.change for t in acd_only(lc.observe("acd", reading(MAJOR), 3800))] == ["opened"]
+
+
+def test_data_back_before_auto_close_keeps_the_incident() -> None:
+    lc = machine(open_after=0, stale_after=120, auto_close_after=3600)
+    lc.observe("acd", reading(CRITICAL), 0)
+    lc.tick(120)
+    [resumed] = acd_only(significant(lc.observe("acd", reading(CRITICAL), 3000)))
+    assert (resumed.change, resumed.incident.nodata_since) == ("data resumed", None)
+    assert acd_only(lc.tick(3000 + 119)) == []
+    assert [t.change for t in acd_only(lc.tick(3000 + 120))] == ["nodata"]
+    assert acd_only(lc.tick(3000 + 120 + 3599)) == []  # the wait starts again at the new silence
 
 
 def test_no_data_puts_the_incident_in_nodata_without_resolving_it() -> None:
@@ -213,6 +295,9 @@ class History:
         default_factory=lambda: {c: [] for c in COMPONENTS}
     )
     active: dict[str, str] = field(default_factory=dict)
+    # Per component: the last resolved incident's id and when it resolved.
+    resolved: dict[str, tuple[str, float]] = field(default_factory=dict)
+    reopen_window: float = 0.0
 
 
 steps = st.lists(
@@ -231,12 +316,19 @@ steps = st.lists(
     st.sampled_from([0, 30]),
     st.sampled_from([0, 60, 300]),
     st.sampled_from([120, 600]),
+    st.sampled_from([0, 400]),
+    st.sampled_from([None, 900]),
 )
 def test_any_run_keeps_the_invariants(
-    run: list[tuple[int, str, Severity]], open_after: int, resolve_after: int, stale_after: int
+    run: list[tuple[int, str, Severity]],
+    open_after: int,
+    resolve_after: int,
+    stale_after: int,
+    reopen_window: int,
+    auto_close_after: int | None,
 ) -> None:
-    lc = machine(open_after, resolve_after, stale_after)
-    history = History()
+    lc = machine(open_after, resolve_after, stale_after, reopen_window, auto_close_after)
+    history = History(reopen_window=reopen_window)
     now = 0.0
     for gap, target, severity in run:
         now += gap
@@ -260,12 +352,18 @@ def check_transition(
         return
     component = incident.component
     seen = history.observations[component]
-    if transition.change == "opened":
+    if transition.change in ("opened", "reopened"):
         assert component not in history.active, "two open incidents for one component"
+        recent = history.resolved.get(component)
+        within = recent is not None and now - recent[1] <= history.reopen_window
+        # Back within reopen_window of a resolve: the same incident, else a new one.
+        assert transition.change == ("reopened" if within else "opened")
+        if within:
+            assert recent is not None and incident.id == recent[0]
         history.active[component] = incident.id
     else:
         assert history.active.get(component) == incident.id, "the id changed"
-    if transition.change in ("opened", "escalated"):
+    if transition.change in ("opened", "reopened", "escalated"):
         # The new severity (or more) held for open_after without a gap below it.
         start = now - open_after
         before = [s for t, s in seen if t <= start]
@@ -281,6 +379,11 @@ def check_transition(
         assert before and before[-1] == NONE, "resolved without resolve_after of clean data"
         assert all(s == NONE for s in since)
         del history.active[component]
+        history.resolved[component] = (incident.id, now)
+    if transition.change == "expired":
+        assert incident.nodata_since is not None
+        del history.active[component]
+        history.resolved.pop(component, None)
     if transition.change == "de-escalated":
         start = now - resolve_after
         assert all(s <= incident.severity for t, s in seen if t > start)

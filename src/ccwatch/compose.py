@@ -82,6 +82,12 @@ def lifecycle_settings(config: Config) -> LifecycleSettings:
         open_after=classification.open_after.total_seconds(),
         resolve_after=classification.resolve_after.total_seconds(),
         stale_after=classification.stale_after.total_seconds(),
+        reopen_window=config.incidents.reopen_window.total_seconds(),
+        auto_close_after=(
+            config.incidents.auto_close_after.total_seconds()
+            if config.incidents.auto_close_after is not None
+            else None
+        ),
     )
 
 

@@ -29,6 +29,7 @@ from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data
 from ccwatch.configbase import StrictModel, repeated
 from ccwatch.errors import ConfigError
+from ccwatch.incidents.config import IncidentsConfig
 from ccwatch.notify.config import EmailConfig as EmailConfig
 from ccwatch.retention.config import RetentionConfig
 from ccwatch.settings import (
@@ -65,6 +66,8 @@ from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
 from ccwatch.tickets.config import TicketUpstream
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
+
+
 class Config(StrictModel):
     site: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="this site's name in topics")
     mqtt: MqttConfig = MqttConfig()
@@ -72,6 +75,7 @@ class Config(StrictModel):
     state: StateConfig = StateConfig()
     components: dict[str, ComponentConfig] = Field(default_factory=_default_components)
     classification: ClassificationConfig = ClassificationConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     tickets: list[TicketUpstream] = Field(default_factory=list)
     email: EmailConfig | None = None
     sla: SlaConfig = SlaConfig()

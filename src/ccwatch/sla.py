@@ -299,6 +299,11 @@ class IncidentTimes:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     rca_done_at: datetime | None = None
+    # The incident went silent (nodata; expired later): first response and resolution
+    # stop there, as nobody can act on a component that says nothing.
+    silent_at: datetime | None = None
+    # The RCA was deferred until this instant (``ccwatch incidents rca --deferred``).
+    rca_due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -350,10 +355,10 @@ def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> lis
         return []
     targets = sla.targets(incident.severity)
     calendar = sla.calendar(incident.severity)
-    first_stop = _earliest(incident.acknowledged_at, incident.resolved_at)
+    first_stop = _earliest(incident.acknowledged_at, incident.resolved_at, incident.silent_at)
     spans: list[tuple[ClockKind, datetime | None, datetime | None]] = [
         ("first_response", incident.opened_at, first_stop),
-        ("resolution", incident.opened_at, incident.resolved_at),
+        ("resolution", incident.opened_at, _earliest(incident.resolved_at, incident.silent_at)),
         ("rca", incident.resolved_at, incident.rca_done_at),
     ]
     result: list[Clock] = []
@@ -361,6 +366,14 @@ def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> lis
         target = targets.target(kind)
         if target is None or started is None:
             continue
+        if stopped is not None and stopped < started:
+            stopped = started
+        if kind == "rca" and incident.rca_due_at is not None:
+            # Deferred: the target is the working time from its start to the new due time.
+            target = max(
+                calendar.business_time_between(started, incident.rca_due_at),
+                timedelta(microseconds=1),
+            )
         measured_to = stopped if stopped is not None else now
         elapsed = (
             calendar.business_time_between(started, measured_to)
@@ -435,6 +448,17 @@ class EscalationConfig(StrictModel):
 
     enabled: bool = True
     levels: list[EscalationLevel] = Field(default_factory=list)
+    repeat_interval: Duration | None = Field(
+        timedelta(minutes=30),
+        description="re-send an unacknowledged critical incident this often (null: never)",
+    )
+
+    @field_validator("repeat_interval")
+    @classmethod
+    def _positive_interval(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be greater than 0 (null: never)")
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> EscalationConfig:
@@ -529,3 +553,23 @@ def escalations_due(
             )
         )
     return steps
+
+
+# --- reminders ---------------------------------------------------------------------
+
+
+def reminder_due(
+    severity: Severity,
+    state: str,
+    acknowledged: bool,
+    opened_at: float,
+    last_reminder_at: float | None,
+    now: float,
+    interval: timedelta | None,
+) -> bool:
+    """Whether an incident is re-sent to its pagers now: critical, open (not
+    acknowledged, not silent, not over) and ``interval`` past its open or last reminder."""
+    if interval is None or severity < Severity.CRITICAL or acknowledged or state != "open":
+        return False
+    since = opened_at if last_reminder_at is None else last_reminder_at
+    return now - since >= interval.total_seconds()

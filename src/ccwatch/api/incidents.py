@@ -14,6 +14,7 @@ from aiohttp import web
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, TimelineEntry, rfc3339
 from ccwatch.runtime import Runtime
+from ccwatch.tickets.service import load_rca_draft
 
 
 def _runtime(request: web.Request) -> Runtime:
@@ -59,8 +60,20 @@ async def show_incident(request: web.Request) -> web.Response:
     return web.json_response(incident.to_api(timeline))
 
 
+async def rca_draft(request: web.Request) -> web.Response:
+    """``GET /api/incidents/{id}/rca-draft``: the RCA draft as Markdown (text/markdown)."""
+    runtime = _runtime(request)
+    incident_id = request.match_info["incident_id"]
+    sla, now = runtime.config.sla, runtime.clock()
+    found = await runtime.store.run(lambda conn: load_rca_draft(conn, sla, incident_id, now))
+    if found is None:
+        return web.json_response({"error": f"no incident with id {incident_id!r}"}, status=404)
+    return web.Response(text=found[1], content_type="text/markdown", charset="utf-8")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/incidents", list_incidents)
+    app.router.add_get("/api/incidents/{incident_id}/rca-draft", rca_draft)
     app.router.add_get("/api/incidents/{incident_id}", show_incident)
 
 

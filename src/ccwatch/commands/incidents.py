@@ -237,3 +237,89 @@ def show_command(incident_id: str, output: str) -> None:
             f"  {rfc3339(entry.at)}  {entry.change:<13} {entry.severity.label:<8} "
             f"{entry.state:<12} {entry.production_loss * 100:5.1f}%  {entry.detail}"
         )
+
+
+# --- incidents rca / rca-draft -----------------------------------------------------------
+
+
+@incidents.command("rca")
+@click.argument("incident_id")
+@click.option("--delivered", help="The RCA was delivered: its URL or a short text.")
+@click.option("--deferred", help="The RCA waits (e.g. for debug data): the reason.")
+@click.option("--until", "until", help="With --deferred: the new due time (RFC 3339).")
+@click.option("--by", "by", default=None, help="Who records it [default: your user name].")
+def rca_command(
+    incident_id: str, delivered: str | None, deferred: str | None, until: str | None, by: str | None
+) -> None:
+    """Record an RCA: --delivered stops the RCA clock; --deferred REASON --until TIME moves it.
+
+    Goes through the running daemon's API when one listens (POST /api/incidents/<id>/rca
+    with the token of http.token_env/_file), else through an incident service of its own.
+    """
+    import asyncio
+    import getpass
+
+    from ccwatch.api.tickets import parse_instant
+    from ccwatch.commands.tickets import post_through_daemon
+    from ccwatch.errors import StateStoreError
+
+    if (delivered is None) == (deferred is None):
+        raise click.UsageError("give either --delivered URL_OR_TEXT or --deferred REASON --until")
+    if deferred is not None and until is None:
+        raise click.UsageError("--deferred needs --until TIME (e.g. 2026-11-25T10:00:00Z)")
+    config = _context().load()
+    who = by or getpass.getuser()
+    found = _with_store(lambda conn: repository.find_by_prefix(conn, incident_id))
+    if found is None:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND)
+    payload: dict[str, Any] = {"by": who}
+    if delivered is not None:
+        payload["delivered"] = delivered
+    else:
+        payload.update(deferred=deferred, until=until)
+    try:
+        answer = post_through_daemon(config, found.id, "rca", payload, "the RCA")
+        if answer is None:
+            from prometheus_client import CollectorRegistry
+
+            from ccwatch.compose import build_incident_service, open_state
+
+            store = open_state(config.state.path)
+            try:
+                service = build_incident_service(config, store, CollectorRegistry())
+                if delivered is not None:
+                    asyncio.run(service.rca_delivered(found.id, delivered, who))
+                else:
+                    assert deferred is not None and until is not None
+                    moment = parse_instant(until)
+                    asyncio.run(service.rca_deferred(found.id, deferred, moment, who))
+            finally:
+                store.close()
+    except repository.UnknownIncidentError:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND) from None
+    except (ValueError, StateStoreError) as exc:
+        click.echo(f"ccwatch: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
+    if delivered is not None:
+        click.echo(f"incident {found.id}: RCA delivered ({delivered}); the RCA clock stopped")
+    else:
+        click.echo(f"incident {found.id}: RCA deferred until {until}: {deferred}")
+
+
+@incidents.command("rca-draft")
+@click.argument("incident_id")
+def rca_draft_command(incident_id: str) -> None:
+    """Print the RCA draft of an incident (Markdown): timeline, loss, SLA, escalations."""
+    import time
+
+    from ccwatch.tickets.service import load_rca_draft
+
+    config = _context().load()
+    now = time.time()
+    found = _with_store(lambda conn: load_rca_draft(conn, config.sla, incident_id, now))
+    if found is None:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND)
+    click.echo(found[1], nl=False)

@@ -55,18 +55,27 @@ def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
 def _ack_through_daemon(config: Config, incident_id: str, who: str) -> dict[str, Any] | None:
     """Acknowledge through the running daemon's API (its incident service is the one door
     and its lifecycle must hear of it); None when no daemon listens."""
+    return post_through_daemon(config, incident_id, "ack", {"by": who}, "the acknowledgement")
+
+
+def post_through_daemon(
+    config: Config, incident_id: str, verb: str, payload: dict[str, Any], what: str
+) -> dict[str, Any] | None:
+    """POST ``payload`` to ``/api/incidents/<id>/<verb>`` of the running daemon; None when
+    no daemon listens. 404 → UnknownIncidentError, 400/409 → ValueError."""
     host = config.http.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{config.http.port}/api/incidents/{urllib.parse.quote(incident_id)}/ack"
+    quoted = urllib.parse.quote(incident_id)
+    url = f"http://{host}:{config.http.port}/api/incidents/{quoted}/{verb}"
     token = read_secret(config.http.token_env, config.http.token_file)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url, data=json.dumps({"by": who}).encode(), headers=headers, method="POST"
+        url, data=json.dumps(payload).encode(), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
@@ -76,11 +85,11 @@ def _ack_through_daemon(config: Config, incident_id: str, who: str) -> dict[str,
         detail = exc.read().decode("utf-8", "replace").strip()[:300]
         if exc.code == 404:
             raise repository.UnknownIncidentError(incident_id) from None
-        if exc.code == 409:
+        if exc.code in (400, 409):
             raise ValueError(json.loads(detail).get("error", detail)) from None
         if exc.code in (401, 403):
             raise click.ClickException(
-                f"the daemon at {config.http.listen} refused the acknowledgement ({exc.code}): "
+                f"the daemon at {config.http.listen} refused {what} ({exc.code}): "
                 "run this where http.token_env / http.token_file is readable"
             ) from None
         raise click.ClickException(f"the daemon answered {exc.code}: {detail}") from None

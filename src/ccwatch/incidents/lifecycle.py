@@ -21,6 +21,13 @@ resolves (docs/architecture.md, "Incident lifecycle"):
   job's result is already a decision, so no holds apply; the same finding again only
   refreshes the record.
 - ``acknowledge`` proposes the acknowledgement of an active incident.
+- Recurrence: a production-loss incident resolved less than ``reopen_window`` ago is
+  remembered per component; when the fault comes back (its holds are met again) the
+  same incident is ``reopened`` (same id, same dedup key, same ticket upstream) instead
+  of a new one opening.
+- Auto-close: an incident ``nodata`` for ``auto_close_after`` (wall time since it went
+  silent, ``nodata_since``, so a restart does not restart the wait) is closed with the
+  state ``expired``; it is over, like a resolved one, but nobody saw it recover.
 
 Every method *proposes* transitions and changes no incident: the caller (the incident
 service) writes each one (incident, timeline and outbox in one transaction) and then
@@ -51,7 +58,9 @@ PRODUCTION_LOSS = "production_loss"
 TELEMETRY_LOST = "telemetry_lost"
 TELEMETRY_COMPONENT = "telemetry"
 
-State = Literal["open", "acknowledged", "nodata", "resolved"]
+State = Literal["open", "acknowledged", "nodata", "resolved", "expired"]
+# States of an incident that is over (the store's one-active index excludes them).
+CLOSED_STATES: frozenset[str] = frozenset({"resolved", "expired"})
 _LEVELS = (Severity.NONE, Severity.MINOR, Severity.MAJOR, Severity.CRITICAL)
 _FROM_CHANGE = object()  # Transition.event's default: the event of the change
 _NO_HOLDS: list[float | None] = [None] * 4
@@ -104,6 +113,9 @@ class ActiveIncident:
     acknowledged: bool = False
     resolved_at: float | None = None
     metrics: Mapping[str, float | int | bool | None] = field(default_factory=dict)
+    # Wall time the incident went nodata (None while data flows): auto-close counts from it.
+    nodata_since: float | None = None
+    reopen_count: int = 0
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -169,10 +181,18 @@ class LifecycleSettings:
     # The loss figure of an open incident is refreshed in the store at most this often
     # (it changes with nearly every message; the severity changes are what matter).
     loss_refresh: float = 10.0
+    # A fault back within this long of its resolve reopens the same incident (0: never).
+    reopen_window: float = 1800.0
+    # An incident nodata this long is closed as expired (None: never).
+    auto_close_after: float | None = 48 * 3600.0
 
     def __post_init__(self) -> None:
-        if min(self.open_after, self.resolve_after, self.loss_refresh) < 0:
-            raise ValueError("open_after, resolve_after and loss_refresh must be 0 or more")
+        if min(self.open_after, self.resolve_after, self.loss_refresh, self.reopen_window) < 0:
+            raise ValueError(
+                "open_after, resolve_after, loss_refresh and reopen_window must be 0 or more"
+            )
+        if self.auto_close_after is not None and self.auto_close_after <= 0:
+            raise ValueError("auto_close_after must be greater than 0")
         if self.stale_after <= 0:
             raise ValueError("stale_after must be greater than 0")
 
@@ -191,11 +211,33 @@ class _Track:
     # what that level looked like even when the latest reading is above or below it.
     last_at_level: list[Observation | None] = field(default_factory=lambda: [None] * 4)
     loss_written_at: float = 0.0
+    # The component's last resolved incident and when it resolved (monotonic), for reopen.
+    recent: ActiveIncident | None = None
+    recent_at: float = 0.0
 
     def reset_holds(self) -> None:
         self.at_least_since = [None] * 4
         self.at_most_since = [None] * 4
         self.last_at_level = [None] * 4
+
+
+def open_label(incident: ActiveIncident) -> dict[str, str]:
+    """Seed 000's definitions: an outage is a component down or a loss at critical
+    severity; anything less is a degradation (the open event's ``impact_class``)."""
+    down = incident.metrics.get("up") is False or incident.metrics.get("down") is True
+    outage = down or incident.severity >= Severity.CRITICAL
+    return {"impact_class": "outage" if outage else "degradation"}
+
+
+def resolve_summary(incident: ActiveIncident, now: float) -> dict[str, Any]:
+    """What the resolve event says about the whole incident."""
+    return {
+        "resolution": {
+            "duration_s": round(now - incident.opened_at, 3),
+            "peak_severity": incident.peak_severity.label,
+            "peak_loss": round(incident.peak_loss, 6),
+        }
+    }
 
 
 def new_incident_id() -> str:
@@ -282,7 +324,10 @@ class Lifecycle:
         """
         mono = now if mono is None else mono
         for incident in incidents:
-            if incident.state == "resolved" or incident.site != self.site:
+            if incident.site != self.site:
+                continue
+            if incident.state in CLOSED_STATES:
+                self._remember_resolved(incident, now, mono)
                 continue
             if incident.kind == TELEMETRY_LOST:
                 self.telemetry_incident = incident
@@ -296,13 +341,24 @@ class Lifecycle:
             track.stale = incident.state == "nodata"
             track.loss_written_at = mono
 
+    def _remember_resolved(self, incident: ActiveIncident, now: float, mono: float) -> None:
+        """A recently resolved production-loss incident, for ``reopen_window`` (restore)."""
+        if incident.kind != PRODUCTION_LOSS or incident.state != "resolved":
+            return
+        if incident.resolved_at is None or now - incident.resolved_at > self.settings.reopen_window:
+            return
+        track = self._tracks.setdefault(incident.component, _Track())
+        at = mono - max(0.0, now - incident.resolved_at)
+        if track.recent is None or at >= track.recent_at:
+            track.recent, track.recent_at = incident, at
+
     def commit(self, transition: Transition) -> None:
         """The store wrote ``transition``: make it the lifecycle's state."""
         incident = transition.incident
         if incident is None:
             return
         self._settle(incident)
-        current = None if incident.state == "resolved" else incident
+        current = None if incident.state in CLOSED_STATES else incident
         if incident.kind == TELEMETRY_LOST:
             known = self.telemetry_incident
             if current is not None or (known is not None and known.id == incident.id):
@@ -326,6 +382,13 @@ class Lifecycle:
                 peak_severity=max(current.peak_severity, track.incident.peak_severity),
             )
         track.incident = current
+        if incident.state == "resolved":
+            track.recent = incident
+            track.recent_at = (
+                self._last_mono if self._last_mono is not None else incident.updated_at
+            )
+        elif current is not None:
+            track.recent = None
         if self._last_mono is not None:
             track.loss_written_at = self._last_mono
 
@@ -438,8 +501,13 @@ class Lifecycle:
                 incident,
                 state="acknowledged" if incident.acknowledged else "open",
                 updated_at=now,
+                nodata_since=None,
             )
-            transitions.append(Transition("data resumed", incident, now, incident.severity))
+            transitions.append(
+                Transition(
+                    "data resumed", incident, now, incident.severity, data={"nodata_since": None}
+                )
+            )
         severity = observation.severity
         if previous is None or previous.severity != severity or track.at_most_since == _NO_HOLDS:
             # The hold start times only move when the severity changes (or after a gap
@@ -487,8 +555,14 @@ class Lifecycle:
                     track.reset_holds()
                 incident = track.incident
                 if incident is not None and incident.state != "nodata":
-                    silent = replace(incident, state="nodata", updated_at=now)
-                    transitions.append(Transition("nodata", silent, now, incident.severity))
+                    silent = replace(incident, state="nodata", updated_at=now, nodata_since=now)
+                    transitions.append(
+                        Transition(
+                            "nodata", silent, now, incident.severity, data={"nodata_since": now}
+                        )
+                    )
+                elif incident is not None and self._expires(incident, now):
+                    transitions.append(self._expire(incident, now))
             elif track.last_observation is not None:
                 self._evaluate(component, track, track.incident, now, mono, transitions)
         heard = [t for t in self._tracks.values() if t.last_data_at is not None]
@@ -503,6 +577,22 @@ class Lifecycle:
         return self._propose(transitions)
 
     # --- the decisions ------------------------------------------------------------
+
+    def _expires(self, incident: ActiveIncident, now: float) -> bool:
+        limit = self.settings.auto_close_after
+        since = incident.nodata_since
+        return limit is not None and since is not None and now - since >= limit
+
+    def _expire(self, incident: ActiveIncident, now: float) -> Transition:
+        expired = replace(incident, state="expired", updated_at=now)
+        silent = now - (incident.nodata_since or now)
+        return Transition(
+            "expired",
+            expired,
+            now,
+            incident.severity,
+            f"no data for {silent:.0f}s (auto_close_after): closed without a recovery",
+        )
 
     def _evaluate(
         self,
@@ -550,6 +640,41 @@ class Lifecycle:
                 transitions.append(Transition("loss", refreshed, now, current))
             return
         described = track.last_at_level[target] or observation
+        recent = track.recent
+        if (
+            incident is None
+            and recent is not None
+            and mono - track.recent_at <= settings.reopen_window
+        ):
+            count = recent.reopen_count + 1
+            reopened = replace(
+                recent,
+                severity=target,
+                state="acknowledged" if recent.acknowledged else "open",
+                production_loss=observation.loss,
+                peak_loss=max(recent.peak_loss, observation.loss),
+                peak_severity=max(recent.peak_severity, target),
+                impact=described.impact,
+                updated_at=now,
+                resolved_at=None,
+                metrics=observation.metrics,
+                nodata_since=None,
+                reopen_count=count,
+            )
+            since = mono - track.recent_at
+            transitions.append(
+                Transition(
+                    "reopened",
+                    reopened,
+                    now,
+                    current,
+                    f"back {since:.0f}s after its resolve (reopen #{count}): {described.impact}",
+                    updates={"resolved_at": None},
+                    data={"reopen_count": count},
+                    extras={"reopen_count": count},
+                )
+            )
+            return
         if incident is None:
             opened = ActiveIncident(
                 id=self._new_id(),
@@ -566,7 +691,9 @@ class Lifecycle:
                 updated_at=now,
                 metrics=observation.metrics,
             )
-            transitions.append(Transition("opened", opened, now, current))
+            transitions.append(
+                Transition("opened", opened, now, current, extras=open_label(opened))
+            )
             return
         if target == Severity.NONE:
             # The record keeps its last severity and impact, so a resolved incident
@@ -580,7 +707,14 @@ class Lifecycle:
                 resolved_at=now,
             )
             transitions.append(
-                Transition("resolved", resolved, now, current, f"recovered: {observation.impact}")
+                Transition(
+                    "resolved",
+                    resolved,
+                    now,
+                    current,
+                    f"recovered: {observation.impact}",
+                    extras=resolve_summary(resolved, now),
+                )
             )
             return
         changed = replace(

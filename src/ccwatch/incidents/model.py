@@ -21,6 +21,10 @@ def rfc3339(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     at: float
@@ -130,6 +134,8 @@ class Incident:
             acknowledged=self.acknowledged_at is not None,
             resolved_at=self.resolved_at,
             metrics=self.metrics,
+            nodata_since=_number(self.data.get("nodata_since")),
+            reopen_count=int(_number(self.data.get("reopen_count")) or 0),
         )
 
     def sla(self) -> dict[str, str | None]:

@@ -89,11 +89,19 @@ MIGRATIONS = Migrations(
     );
     CREATE INDEX outbox_pending ON outbox (upstream, status, id);
     """,
+        # `expired` (auto-closed after nodata) is over like `resolved`: the one-active
+        # index leaves both out, so the component's next fault may open.
+        2: """
+    DROP INDEX incidents_one_active;
+    CREATE UNIQUE INDEX incidents_one_active
+        ON incidents (site, component, kind) WHERE state NOT IN ('resolved', 'expired');
+    """,
     },
 )
 
-STATES = ("open", "acknowledged", "nodata", "resolved")
-ACTIVE = "active"  # a filter meaning every state but resolved
+STATES = ("open", "acknowledged", "nodata", "resolved", "expired")
+ACTIVE = "active"  # a filter meaning every state but resolved and expired
+_NOT_CLOSED = "state NOT IN ('resolved', 'expired')"
 
 
 class UnknownIncidentError(LookupError):
@@ -115,7 +123,7 @@ def list_incidents(
     clauses: list[str] = []
     params: list[Any] = []
     if state == ACTIVE:
-        clauses.append("state != 'resolved'")
+        clauses.append(_NOT_CLOSED)
     elif state is not None:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; use one of: {', '.join(STATES)}, active")
@@ -157,8 +165,7 @@ def find_by_prefix(conn: sqlite3.Connection, id_or_prefix: str) -> Incident | No
 def find_active(conn: sqlite3.Connection, site: str, component: str, kind: str) -> Incident | None:
     """The one unresolved incident of site+component+kind, if any."""
     row = conn.execute(
-        "SELECT * FROM incidents WHERE site = ? AND component = ? AND kind = ?"
-        " AND state != 'resolved'",
+        f"SELECT * FROM incidents WHERE site = ? AND component = ? AND kind = ? AND {_NOT_CLOSED}",
         (site, component, kind),
     ).fetchone()
     return Incident.from_row(row) if row is not None else None
@@ -549,7 +556,7 @@ def watched_incidents(
     conn: sqlite3.Connection, site: str, since: float, only: Iterable[str] | None
 ) -> list[Incident]:
     """Unresolved incidents and those resolved since ``since`` (the SLA watcher's set)."""
-    query = "SELECT * FROM incidents WHERE site = ? AND (state != 'resolved' OR resolved_at >= ?)"
+    query = f"SELECT * FROM incidents WHERE site = ? AND ({_NOT_CLOSED} OR resolved_at >= ?)"
     params: list[Any] = [site, since]
     if only is not None:
         ids = list(only)
@@ -558,4 +565,16 @@ def watched_incidents(
         query += f" AND id IN ({', '.join('?' for _ in ids)})"
         params.extend(ids)
     rows = conn.execute(query + " ORDER BY opened_at", params).fetchall()
+    return [Incident.from_row(row) for row in rows]
+
+
+def component_history(
+    conn: sqlite3.Connection, site: str, component: str, since: float, limit: int = 50
+) -> list[Incident]:
+    """Incidents of site+component opened since ``since``, newest first (RCA drafts)."""
+    rows = conn.execute(
+        "SELECT * FROM incidents WHERE site = ? AND component = ? AND opened_at >= ?"
+        " ORDER BY opened_at DESC LIMIT ?",
+        (site, component, since, limit),
+    ).fetchall()
     return [Incident.from_row(row) for row in rows]

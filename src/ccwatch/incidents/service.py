@@ -42,13 +42,14 @@ from ccwatch.incidents import repository
 from ccwatch.incidents.events import BodyExtras, Upstream
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.incidents.lifecycle import (
+    CLOSED_STATES,
     Lifecycle,
     LifecycleSettings,
     Observation,
     Transition,
     new_incident_id,
 )
-from ccwatch.incidents.model import Incident
+from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
 from ccwatch.severity import Severity
@@ -276,8 +277,10 @@ class IncidentService:
                     raise repository.UnknownIncidentError(incident_id)
                 if stored.acknowledged_at is not None:
                     return stored
-                if stored.state == "resolved":
-                    raise ValueError(f"incident {incident_id} is resolved; nothing to acknowledge")
+                if stored.state in CLOSED_STATES:
+                    raise ValueError(
+                        f"incident {incident_id} is {stored.state}; nothing to acknowledge"
+                    )
                 # Active in the store but not in this site's lifecycle (another site's).
                 state = "nodata" if stored.state == "nodata" else "acknowledged"
                 transition = Transition(
@@ -327,6 +330,46 @@ class IncidentService:
         )
         async with self._settled:
             return await self._write(transition)
+
+    async def rca_delivered(
+        self, incident_id: str, delivered: str, by: str, now: float | None = None
+    ) -> Incident:
+        """The RCA was delivered (a URL or a text): stops the RCA clock (``rca_done_at``),
+        timeline ``rca_delivered``, event ``rca_delivered``."""
+        at = self.clock() if now is None else now
+        text = delivered.strip()
+        if not text:
+            raise ValueError("say what was delivered: a URL or a short text")
+        return await self.note(
+            incident_id,
+            "rca_delivered",
+            event=Event.RCA_DELIVERED,
+            detail=f"by {by}: {text}",
+            data={"rca_done_at": at, "rca": {"delivered": text, "by": by, "at": at}},
+            extras={"rca": {"delivered": text, "by": by}},
+            now=at,
+        )
+
+    async def rca_deferred(
+        self, incident_id: str, reason: str, until: float, by: str, now: float | None = None
+    ) -> Incident:
+        """The RCA waits (e.g. for debug data) until ``until``: its due time moves there,
+        timeline ``rca_deferred``, event ``rca_deferred``."""
+        at = self.clock() if now is None else now
+        if not reason.strip():
+            raise ValueError("give the reason the RCA waits")
+        if until <= at:
+            raise ValueError("--until must be in the future")
+        due = rfc3339(until)
+        return await self.note(
+            incident_id,
+            "rca_deferred",
+            event=Event.RCA_DEFERRED,
+            detail=f"by {by} until {due}: {reason.strip()}",
+            data={"rca_deferred_until": until, "rca_deferred_reason": reason.strip()},
+            extras={"rca": {"deferred_until": due, "reason": reason.strip(), "by": by}},
+            now=at,
+        )
 
     async def note_dead_letter(self, row: repository.OutboxRow, error: str) -> None:
         """An upstream refused an event for good: say so on the incident's timeline."""
@@ -417,7 +460,7 @@ class IncidentService:
         return incident
 
     def _committed(self, incident: Incident, change: str) -> None:
-        if incident.state == "resolved":
+        if incident.state in CLOSED_STATES:
             self._open.pop(incident.id, None)
         else:
             self._open[incident.id] = incident.severity

@@ -25,6 +25,11 @@ class Event(StrEnum):
     ESCALATION_LEVEL = "escalation_level"  # an escalation level was notified
     RCA_DUE = "rca_due"  # the RCA clock ran out
     RESOLVE = "resolve"  # the incident is over
+    REOPEN = "reopen"  # the fault came back within reopen_window of its resolve
+    EXPIRE = "expire"  # closed after auto_close_after in nodata (state expired)
+    REMINDER = "reminder"  # still unacknowledged critical: re-sent every repeat_interval
+    RCA_DELIVERED = "rca_delivered"  # the RCA was delivered (stops the RCA clock)
+    RCA_DEFERRED = "rca_deferred"  # the RCA waits (e.g. for debug data): new due time
 
 
 # Lifecycle changes (timeline names) and the event each sends; None: recorded only.
@@ -37,9 +42,15 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     "acknowledged": Event.ACKNOWLEDGE,
     "resolved": Event.RESOLVE,
     "sla_breach": Event.SLA_BREACH,
+    "reopened": Event.REOPEN,
+    "expired": Event.EXPIRE,
+    "reminder": Event.REMINDER,
+    "rca_delivered": Event.RCA_DELIVERED,
+    "rca_deferred": Event.RCA_DEFERRED,
     "loss": None,  # the loss figure moved: the record follows, nobody is told
     "refreshed": None,  # a job reported the same finding again
     "sla_due": None,  # due times (re)computed
+    "rca_draft": None,  # the RCA draft was written on resolve (ccwatch incidents rca-draft)
     "ticket_dead": None,  # an upstream refused an event for good (shown to the operator)
     "diagnostics": None,  # diagnostics attached to a pending open event
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
+from ccwatch.incidents.rca import SIMILAR_LOOKBACK, ClockOutcome, needs_rca, rca_draft
 from ccwatch.incidents.service import IncidentService
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
@@ -44,6 +46,7 @@ from ccwatch.sla import (
     clocks,
     due_times,
     escalations_due,
+    reminder_due,
 )
 from ccwatch.tickets.adapters import ESCALATION_EMAIL
 from ccwatch.tickets.diagnostics import DiagnosticsLimits, HostProbe, collect_diagnostics
@@ -53,6 +56,8 @@ logger = logging.getLogger(__name__)
 SLA_INTERVAL_SECONDS = 5.0
 RCA_LOOKBACK = timedelta(days=30)  # resolved incidents still watched for their RCA clock
 SENT_KEY = "sla_sent"  # incidents.data key: escalation levels and breaches already recorded
+RCA_DRAFT_KEY = "rca_draft"  # incidents.data key: the RCA draft written on resolve
+REMINDER_KEY = "reminder_at"  # incidents.data key: when the last reminder was written
 
 _STEP_EVENT = {"warning": Event.SLA_WARNING, "rca_breach": Event.RCA_DUE}
 
@@ -61,15 +66,45 @@ def _dt(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
 
 
+def _data_time(incident: Incident, key: str) -> datetime | None:
+    value = incident.data.get(key)
+    return _dt(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def incident_times(incident: Incident) -> IncidentTimes:
-    rca_done = incident.data.get("rca_done_at")
+    silent = incident.state in ("nodata", "expired")
     return IncidentTimes(
         severity=incident.severity,
         opened_at=datetime.fromtimestamp(incident.opened_at, UTC),
         acknowledged_at=_dt(incident.acknowledged_at),
         resolved_at=_dt(incident.resolved_at),
-        rca_done_at=_dt(rca_done) if isinstance(rca_done, int | float) else None,
+        rca_done_at=_data_time(incident, "rca_done_at"),
+        silent_at=_data_time(incident, "nodata_since") if silent else None,
+        rca_due_at=_data_time(incident, "rca_deferred_until"),
     )
+
+
+def load_rca_draft(
+    conn: sqlite3.Connection, sla: SlaConfig, incident_id: str, now: float
+) -> tuple[Incident, str] | None:
+    """The incident and its RCA draft (``incidents/rca.py``), or None for an unknown id."""
+    incident = repository.find_by_prefix(conn, incident_id)
+    if incident is None:
+        return None
+    timeline = repository.load_timeline(conn, incident.id)
+    since = incident.opened_at - SIMILAR_LOOKBACK.total_seconds()
+    similar = repository.component_history(conn, incident.site, incident.component, since)
+    moment = datetime.fromtimestamp(now, UTC)
+    outcomes = [
+        ClockOutcome(
+            kind=str(clock.kind),
+            due_at=clock.due_at.timestamp(),
+            stopped_at=clock.stopped_at.timestamp() if clock.stopped_at else None,
+            breached=clock.breached,
+        )
+        for clock in clocks(sla, incident_times(incident), moment)
+    ]
+    return incident, rca_draft(incident, timeline, similar, outcomes, now)
 
 
 def sla_body(sla: SlaConfig, incident: Incident) -> dict[str, str | None]:
@@ -143,6 +178,11 @@ class SlaMetrics:
             "Business time left on the SLA clock of a component's incidents that runs out "
             "first (negative once breached), by clock kind",
             ["site", "component", "kind"],
+            registry=registry,
+        )
+        self.reminders = Counter(
+            "ccwatch_incident_reminders",
+            "Reminders of unacknowledged critical incidents sent (escalation.repeat_interval)",
             registry=registry,
         )
         self.escalations = Counter(
@@ -220,13 +260,15 @@ class SlaWatcher:
         """One pass over the watched incidents (or ``only`` these ids); returns the
         escalation steps sent as ``<incident id>:<level>``."""
         at = self.clock() if now is None else now
-        if not self.sla.enabled:
-            return []
         since = at - RCA_LOOKBACK.total_seconds()
         site = self.incidents.site
         incidents = await self.store.run(
             lambda c: repository.watched_incidents(c, site, since, only)
         )
+        await self._remind(incidents, at)
+        await self._draft_rcas(incidents, at)
+        if not self.sla.enabled:
+            return []
         sent: list[str] = []
         seen: set[str] = set()
         moment = datetime.fromtimestamp(at, UTC)
@@ -251,6 +293,66 @@ class SlaWatcher:
             self._clocks.pop(incident_id, None)
         self._publish_remaining()
         return sent
+
+    async def _draft_rcas(self, incidents: Sequence[Incident], now: float) -> None:
+        """Write the RCA draft of a resolved incident that needs one, once."""
+        for incident in incidents:
+            if incident.state != "resolved" or not needs_rca(incident):
+                continue
+            if RCA_DRAFT_KEY in incident.data:
+                continue
+            found = await self.store.run(
+                functools.partial(load_rca_draft, sla=self.sla, incident_id=incident.id, now=now)
+            )
+            if found is None:
+                continue
+            with contextlib.suppress(repository.UnknownIncidentError):
+                await self.incidents.note(
+                    incident.id,
+                    "rca_draft",
+                    detail=f"RCA draft written: ccwatch incidents rca-draft {incident.id[:8]}",
+                    data={RCA_DRAFT_KEY: found[1]},
+                    now=now,
+                )
+
+    async def _remind(self, incidents: Sequence[Incident], now: float) -> None:
+        """Re-send unacknowledged critical incidents every ``repeat_interval``. The time of
+        the reminder goes into ``data`` in the same transaction as its timeline entry
+        and outbox rows, so each interval's reminder goes out once, across restarts."""
+        interval = self.escalation.repeat_interval if self.escalation.enabled else None
+        if interval is None:
+            return
+        for incident in incidents:
+            last = incident.data.get(REMINDER_KEY)
+            last_at = float(last) if isinstance(last, int | float) else None
+            if not reminder_due(
+                incident.severity,
+                incident.state,
+                incident.acknowledged_at is not None,
+                incident.opened_at,
+                last_at,
+                now,
+                interval,
+            ):
+                continue
+            count = int(incident.data.get("reminders") or 0) + 1
+            waited = now - incident.opened_at
+            detail = (
+                f"not acknowledged {_minutes(waited)} after it opened: re-sent to its "
+                f"pagers (reminder #{count}, every {_minutes(interval.total_seconds())})"
+            )
+            with contextlib.suppress(repository.UnknownIncidentError):
+                await self.incidents.note(
+                    incident.id,
+                    "reminder",
+                    event=Event.REMINDER,
+                    detail=detail,
+                    data={REMINDER_KEY: now, "reminders": count},
+                    extras={"reminder": {"count": count, "unacknowledged_for_s": round(waited)}},
+                    now=now,
+                )
+                self.metrics.reminders.inc()
+                logger.warning("incident %s: %s", incident.id[:8], detail)
 
     def _publish_remaining(self) -> None:
         smallest: dict[tuple[str, str, str], float] = {}
@@ -318,7 +420,7 @@ class SlaWatcher:
                 detail=detail,
                 data={SENT_KEY: list(sent_names)},
                 targets=targets,
-                extras={"escalation": step.as_dict()},
+                extras=self._step_extras(incident, step, kind, now),
                 now=now,
             )
             self.metrics.escalations.labels(level=step.name).inc()
@@ -327,6 +429,16 @@ class SlaWatcher:
                 "incident %s escalated to %s (%s)", incident.id[:8], step.name, step.trigger
             )
 
+    def _step_extras(
+        self, incident: Incident, step: EscalationStep, kind: str, now: float
+    ) -> dict[str, Any]:
+        extras: dict[str, Any] = {"escalation": step.as_dict()}
+        if kind == "rca_breach":
+            draft = incident.data.get(RCA_DRAFT_KEY)
+            if isinstance(draft, str):
+                extras["rca_draft"] = draft
+        return extras
+
     def _targets(self, step: EscalationStep) -> list[str]:
         targets: list[str] = []
         if step.upstream and step.upstream in self._upstreams:
@@ -334,6 +446,10 @@ class SlaWatcher:
         if step.email and self._email_relay:
             targets.append(ESCALATION_EMAIL)
         return targets
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f}m" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 def clock_due(running: list[Clock], kind: str) -> datetime | None:

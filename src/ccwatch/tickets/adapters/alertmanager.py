@@ -68,6 +68,11 @@ class AlertmanagerAdapter(Adapter):
         Event.ESCALATION_LEVEL: "fire",
         Event.RCA_DUE: IGNORE,  # after the resolution: nothing fires any more
         Event.RESOLVE: "end",
+        Event.REOPEN: "fire",
+        Event.EXPIRE: "end",
+        Event.REMINDER: "fire",
+        Event.RCA_DELIVERED: IGNORE,  # after the resolution: nothing fires any more
+        Event.RCA_DEFERRED: IGNORE,
     }
 
     def __init__(self, config: AlertmanagerUpstream, context: AdapterContext) -> None:
@@ -129,7 +134,7 @@ class AlertmanagerAdapter(Adapter):
         key = event.dedup_key
         previous = self.firing.get(key)
         alerts: list[dict[str, Any]] = []
-        if action == "end" or event.body.get("state") == "resolved":
+        if action == "end" or event.body.get("state") in ("resolved", "expired"):
             if previous is None and action != "end":
                 return  # an event after resolution (the RCA clock): nothing fires
             labels = previous.labels if previous else self.labels(event)
@@ -160,7 +165,10 @@ class AlertmanagerAdapter(Adapter):
 
     async def restore(self, delivered: list[TicketEvent]) -> None:
         for event in delivered:
-            if event.event == "resolve" or event.body.get("state") == "resolved":
+            if event.event in ("resolve", "expire") or event.body.get("state") in (
+                "resolved",
+                "expired",
+            ):
                 continue
             starts_at = str(event.body.get("opened_at") or iso(event.created_at))
             self.firing[event.dedup_key] = _Firing(

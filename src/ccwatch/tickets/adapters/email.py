@@ -51,6 +51,11 @@ _VERBS: dict[Event, str] = {
     Event.ESCALATION_LEVEL: "escalated",
     Event.RCA_DUE: "RCA overdue",
     Event.RESOLVE: "resolved",
+    Event.REOPEN: "reopened",
+    Event.EXPIRE: "expired",
+    Event.REMINDER: "reminder",
+    Event.RCA_DELIVERED: "RCA delivered",
+    Event.RCA_DEFERRED: "RCA deferred",
 }
 
 

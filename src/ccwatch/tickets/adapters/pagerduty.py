@@ -64,6 +64,11 @@ ACTIONS: dict[Event, str] = {
     Event.ESCALATION_LEVEL: "trigger",
     Event.RCA_DUE: IGNORE,  # after the resolution: a trigger would open a new alert
     Event.RESOLVE: "resolve",
+    Event.REOPEN: "trigger",
+    Event.EXPIRE: "resolve",
+    Event.REMINDER: "trigger",
+    Event.RCA_DELIVERED: IGNORE,  # after the resolution: a trigger would open a new alert
+    Event.RCA_DEFERRED: IGNORE,
 }
 
 
@@ -75,7 +80,7 @@ def enqueue_body(event: TicketEvent, routing_key: str, source: str) -> dict[str,
     """The Events API v2 request for ``event``, or None when there is nothing to send."""
     body = event.body
     action = ACTIONS.get(event.kind, IGNORE) if event.kind is not None else IGNORE
-    if action == IGNORE or (action == "trigger" and body.get("state") == "resolved"):
+    if action == IGNORE or (action == "trigger" and body.get("state") in ("resolved", "expired")):
         return None
     request: dict[str, Any] = {
         "routing_key": routing_key,

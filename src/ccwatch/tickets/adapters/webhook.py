@@ -64,6 +64,11 @@ class WebhookAdapter(Adapter):
         Event.ESCALATION_LEVEL: "post",
         Event.RCA_DUE: "post",
         Event.RESOLVE: "post",
+        Event.REOPEN: "post",
+        Event.EXPIRE: "post",
+        Event.REMINDER: "post",
+        Event.RCA_DELIVERED: "post",
+        Event.RCA_DEFERRED: "post",
     }
 
     def __init__(self, config: WebhookUpstream, context: AdapterContext) -> None:
