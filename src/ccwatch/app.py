@@ -35,6 +35,7 @@ from ccwatch.compose import (
 )
 from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
+from ccwatch.history import LossRecorder
 from ccwatch.http import HttpServer
 from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
@@ -123,6 +124,10 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
         config, pipeline, runtime.registry, runtime.readiness, runtime.clock
     )
     services["mqtt"] = source.run()
+    # The per-minute loss history (the pages' charts): reads the pipeline once a second.
+    recorder = LossRecorder(runtime.store, pipeline.readings, clock=runtime.clock)
+    runtime.recorder = recorder
+    services["loss_history"] = recorder.run()
     services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)
 
     # Scheduled jobs: one scheduler for every cron job.

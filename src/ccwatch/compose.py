@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
 from ccwatch.config import Config
+from ccwatch.history import MIGRATIONS as HISTORY_MIGRATIONS
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
@@ -32,6 +33,7 @@ MIGRATIONS: tuple[Migrations, ...] = (
     INCIDENT_MIGRATIONS,
     SCHEDULER_MIGRATIONS,
     CHECKLIST_MIGRATIONS,
+    HISTORY_MIGRATIONS,
 )
 
 

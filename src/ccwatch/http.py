@@ -1,4 +1,4 @@
-"""The HTTP surface: /metrics, /healthz, /readyz, the JSON API and the status page.
+"""The HTTP surface: /metrics, /healthz, /readyz, the JSON API and the operator pages.
 
 Bound to 127.0.0.1 by default. Responses never carry a traceback: an unexpected error is
 logged and answered with a short JSON 500. State-changing calls need the bearer token
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import logging
 import re
 import time
@@ -33,11 +32,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ccwatch import __version__
 from ccwatch.api import incidents as incidents_api
 from ccwatch.api import tickets as tickets_api
 from ccwatch.configbase import read_secret
 from ccwatch.metrics import exposition
+from ccwatch.pages import views as pages
 from ccwatch.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -168,28 +167,6 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if waiting else 200)
 
 
-async def status_page(request: web.Request) -> web.Response:
-    runtime = runtime_of(request)
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{'ready' if state['ready'] else 'NOT READY'}"
-        f"</td><td>{html.escape(str(state['detail']))}</td></tr>"
-        for name, state in runtime.readiness.snapshot().items()
-    )
-    uptime = int(time.time() - runtime.started_at)
-    incidents_html = await incidents_api.status_section(runtime)
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>ccwatch {html.escape(runtime.config.site)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}</style>
-</head><body><h1>ccwatch &mdash; site {html.escape(runtime.config.site)}</h1>
-<p>version {html.escape(__version__)}, up {uptime} s.
-<a href="/metrics">metrics</a> &middot; <a href="/api/incidents">incidents (JSON)</a></p>
-{incidents_html}
-<h2>Dependencies</h2><table><tr><th>name</th><th>state</th><th>detail</th></tr>{rows}</table>
-</body></html>"""
-    return web.Response(text=page, content_type="text/html")
-
-
 def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[_no_tracebacks], client_max_size=MAX_BODY)
     app[RUNTIME_KEY] = runtime
@@ -197,7 +174,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", status_page)
+    pages.add_routes(app)  # / /incidents[/id] /checklists /api/overview /api/checklists
     incidents_api.add_routes(app)
     tickets_api.add_routes(app)  # POST /api/incidents/<id>/ack
     return app

@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ccwatch.config import Config
+from ccwatch.history import LossRecorder
 from ccwatch.incidents.service import IncidentService
 from ccwatch.readiness import Readiness
 from ccwatch.state import StateStore
@@ -28,4 +29,7 @@ class Runtime:
     readiness: Readiness
     incidents: IncidentService
     clock: Callable[[], float] = time.time
+    # The current generation's loss recorder (set by ``build_services``): the pages read
+    # its latest readings.
+    recorder: LossRecorder | None = None
     started_at: float = field(default_factory=time.time)

@@ -1,4 +1,4 @@
-"""``GET /api/incidents`` and ``GET /api/incidents/{id}``, and the status page's table.
+"""``GET /api/incidents`` and ``GET /api/incidents/{id}`` (the JSON twins of the pages).
 
 Both read the state database through the store (they work whether or not the MQTT
 side is connected). Unknown ids and bad filters answer JSON errors, never HTML.
@@ -6,13 +6,10 @@ side is connected). Unknown ids and bad filters answer JSON errors, never HTML.
 
 from __future__ import annotations
 
-import html
-import sqlite3
-
 from aiohttp import web
 
 from ccwatch.incidents import repository
-from ccwatch.incidents.model import Incident, TimelineEntry, rfc3339
+from ccwatch.pages import data
 from ccwatch.runtime import Runtime
 from ccwatch.tickets.service import load_rca_draft
 
@@ -23,8 +20,21 @@ def _runtime(request: web.Request) -> Runtime:
     return runtime_of(request)
 
 
+_PAGED = ("severity", "component", "since", "until", "page")
+
+
 async def list_incidents(request: web.Request) -> web.Response:
+    """Newest first. ``state`` and ``limit`` as before; with any of ``severity``,
+    ``component``, ``since``, ``until`` or ``page`` the answer is the ``/incidents``
+    page's: filtered, 50 a page, with ``total``, ``page`` and ``pages``."""
     runtime = _runtime(request)
+    if any(request.query.get(name) for name in _PAGED):
+        try:
+            filters = data.parse_filters(request.query)
+        except data.FilterError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        page = await data.incident_list(runtime, filters, runtime.clock())
+        return web.json_response(data.jsonable(page))
     state = request.query.get("state") or None
     try:
         limit = int(request.query.get("limit", "500"))
@@ -45,19 +55,14 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 
 async def show_incident(request: web.Request) -> web.Response:
+    """The incident with its timeline, SLA clocks, tickets per upstream, diagnostics and
+    its loss chart's summary (the ``/incidents/{id}`` page's values)."""
     runtime = _runtime(request)
     incident_id = request.match_info["incident_id"]
-
-    def load(
-        conn: sqlite3.Connection,
-    ) -> tuple[Incident | None, list[TimelineEntry]]:
-        incident = repository.load_incident(conn, incident_id)
-        return incident, repository.load_timeline(conn, incident_id) if incident else []
-
-    incident, timeline = await runtime.store.run(load)
-    if incident is None:
+    page = await data.incident_page(runtime, incident_id, runtime.clock())
+    if page is None:
         return web.json_response({"error": f"no incident with id {incident_id!r}"}, status=404)
-    return web.json_response(incident.to_api(timeline))
+    return web.json_response(data.incident_json(page))
 
 
 async def rca_draft(request: web.Request) -> web.Response:
@@ -75,25 +80,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/incidents", list_incidents)
     app.router.add_get("/api/incidents/{incident_id}/rca-draft", rca_draft)
     app.router.add_get("/api/incidents/{incident_id}", show_incident)
-
-
-async def status_section(runtime: Runtime) -> str:
-    """HTML table of the unresolved incidents, for the status page."""
-    incidents = await runtime.store.run(
-        lambda conn: repository.list_incidents(conn, state=repository.ACTIVE, limit=200)
-    )
-    if not incidents:
-        return "<h2>Open incidents</h2><p>None.</p>"
-    rows = "".join(
-        f'<tr><td><a href="/api/incidents/{html.escape(i.id)}">{html.escape(i.id[:8])}</a></td>'
-        f"<td>{html.escape(i.priority)} {html.escape(i.severity.label)}</td>"
-        f"<td>{html.escape(i.component)}</td><td>{html.escape(i.state)}</td>"
-        f"<td>{i.production_loss * 100:.1f}%</td><td>{html.escape(i.impact)}</td>"
-        f"<td>{html.escape(rfc3339(i.opened_at) or '')}</td></tr>"
-        for i in incidents
-    )
-    return (
-        f"<h2>Open incidents ({len(incidents)})</h2><table><tr><th>id</th><th>severity</th>"
-        "<th>component</th><th>state</th><th>loss</th><th>impact</th><th>opened</th></tr>"
-        f"{rows}</table>"
-    )

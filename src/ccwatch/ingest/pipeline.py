@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from ccwatch.classify import ComponentWindow
 from ccwatch.durations import format_duration
 from ccwatch.errors import PayloadError
+from ccwatch.history import Reading
 from ccwatch.incidents.lifecycle import Transition
 from ccwatch.incidents.service import IncidentService
 from ccwatch.ingest.payload import REJECT_REASONS, Measurement, PayloadParser, parse_topic
@@ -148,6 +149,7 @@ class _Component:
     # Last values set on the gauges: setting one takes a lock, so only changes are set.
     last_loss: float = -1.0
     last_severity: int = -1
+    last_ts: float = 0.0  # the `ts` of the last accepted sample (its age, on the pages)
 
 
 class Pipeline:
@@ -263,10 +265,21 @@ class Pipeline:
         if assessment.severity != state.last_severity:
             state.last_severity = assessment.severity
             state.severity_gauge.set(assessment.severity)
+        state.last_ts = m.ts
         if lag > self.stale_after:
             state.stale_counter.inc()
             return []
         return self.incidents.observe(m.component, assessment, m.received_at)
+
+    # --- read by the loss recorder (ccwatch.history), once a second -----------------
+
+    def readings(self) -> dict[str, Reading]:
+        """Each component's current loss and severity and its last sample's ts."""
+        return {
+            name: Reading(state.last_loss, Severity(state.last_severity), state.last_ts)
+            for name, state in self._components.items()
+            if state.last_severity >= 0
+        }
 
     # --- helpers --------------------------------------------------------------------
 

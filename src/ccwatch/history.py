@@ -1,0 +1,169 @@
+"""The per-minute loss history of each component (this module owns the ``loss_history`` table).
+
+One row per component per minute: the highest loss and severity the recorder saw in that
+minute. ``LossRecorder`` fills it from the pipeline's current values, which it reads once
+a second (a handful of components: a few dict reads, nothing on the per-message path), and
+writes one small transaction a minute. Rows older than ``KEEP_SECONDS`` (8 days) are
+pruned by the recorder once an hour. The operator pages draw their charts from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ccwatch.errors import StateStoreError
+from ccwatch.severity import Severity
+from ccwatch.state import Migrations, StateStore, transaction
+
+logger = logging.getLogger(__name__)
+
+KEEP_SECONDS = 8 * 86400
+SAMPLE_SECONDS = 1.0
+PRUNE_SECONDS = 3600.0
+
+MIGRATIONS = Migrations(
+    "history",
+    {
+        1: """
+    CREATE TABLE loss_history (
+        component  TEXT NOT NULL,
+        minute     INTEGER NOT NULL,  -- epoch seconds of the minute's start (UTC)
+        loss       REAL NOT NULL,     -- the highest loss seen in that minute (0..1)
+        severity   INTEGER NOT NULL,  -- the highest severity seen in that minute
+        PRIMARY KEY (component, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX loss_history_by_minute ON loss_history (minute);
+    """,
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A component's current classified values, as the pipeline last computed them."""
+
+    loss: float
+    severity: Severity
+    sampled_at: float  # the `ts` of the sample behind them (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    minute: int
+    loss: float
+    severity: Severity
+
+
+def minute_of(timestamp: float) -> int:
+    return int(timestamp // 60) * 60
+
+
+# --- SQL ------------------------------------------------------------------------------
+
+
+def record(conn: sqlite3.Connection, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
+    """Store one minute's maxima (a minute written twice keeps the higher values)."""
+    with transaction(conn):
+        conn.executemany(
+            "INSERT INTO loss_history (component, minute, loss, severity) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (component, minute) DO UPDATE SET"
+            " loss = MAX(loss, excluded.loss), severity = MAX(severity, excluded.severity)",
+            [(name, minute, loss, severity) for name, (loss, severity) in values.items()],
+        )
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    with transaction(conn):
+        return conn.execute("DELETE FROM loss_history WHERE minute < ?", (before,)).rowcount
+
+
+def series(
+    conn: sqlite3.Connection, since: float, until: float, component: str | None = None
+) -> dict[str, list[Point]]:
+    """The points of ``[since, until)`` by component, oldest first."""
+    query = (
+        "SELECT component, minute, loss, severity FROM loss_history"
+        " WHERE minute >= ? AND minute < ?"
+    )
+    params: list[object] = [since, until]
+    if component is not None:
+        query += " AND component = ?"
+        params.append(component)
+    found: dict[str, list[Point]] = {}
+    for name, minute, loss, severity in conn.execute(query + " ORDER BY component, minute", params):
+        found.setdefault(name, []).append(Point(minute, loss, Severity(severity)))
+    return found
+
+
+# --- the recorder ------------------------------------------------------------------------
+
+
+class LossRecorder:
+    """Samples ``readings()`` every ``sample_seconds`` and writes each minute's maxima.
+
+    ``latest`` keeps the last readings for the pages (current loss, sample age).
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        readings: Callable[[], Mapping[str, Reading]],
+        *,
+        keep_seconds: float = KEEP_SECONDS,
+        sample_seconds: float = SAMPLE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.readings = readings
+        self.keep_seconds = keep_seconds
+        self.sample_seconds = sample_seconds
+        self.clock = clock
+        self.latest: dict[str, Reading] = {}
+        self._minute: int | None = None
+        self._maxima: dict[str, tuple[float, int]] = {}
+        self._pruned_at = -PRUNE_SECONDS
+
+    def sample(self, now: float) -> tuple[int, dict[str, tuple[float, int]]] | None:
+        """Take one sample; returns a finished minute to write, if one just ended."""
+        current = dict(self.readings())
+        self.latest = current
+        minute = minute_of(now)
+        finished: tuple[int, dict[str, tuple[float, int]]] | None = None
+        if self._minute is not None and minute != self._minute and self._maxima:
+            finished = (self._minute, self._maxima)
+            self._maxima = {}
+        self._minute = minute
+        for name, reading in current.items():
+            before = self._maxima.get(name)
+            value = (reading.loss, int(reading.severity))
+            if before is None:
+                self._maxima[name] = value
+            else:
+                self._maxima[name] = (max(before[0], value[0]), max(before[1], value[1]))
+        return finished
+
+    async def flush(self, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
+        try:
+            await self.store.run(lambda conn: record(conn, minute, values))
+            now = self.clock()
+            if now - self._pruned_at >= PRUNE_SECONDS:
+                self._pruned_at = now
+                cutoff = now - self.keep_seconds
+                removed = await self.store.run(lambda conn: prune(conn, cutoff))
+                if removed:
+                    logger.debug("loss history: pruned %d rows older than %.0f", removed, cutoff)
+        except (sqlite3.Error, OSError, StateStoreError) as exc:
+            # The pages miss a minute; the state-store health check reports the cause.
+            logger.warning("loss history: could not write minute %d: %s", minute, exc)
+
+    async def run(self) -> None:
+        while True:
+            finished = self.sample(self.clock())
+            if finished is not None:
+                await self.flush(*finished)
+            await asyncio.sleep(self.sample_seconds)

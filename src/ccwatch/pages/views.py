@@ -1,0 +1,115 @@
+"""The operator pages' handlers: ``/``, ``/incidents``, ``/incidents/{id}``, ``/checklists``
+and their JSON twins ``/api/overview`` and ``/api/checklists`` (the incident twins are
+``/api/incidents`` and ``/api/incidents/{id}``, in ``ccwatch.api.incidents``).
+
+Server-rendered with Jinja2, autoescaped (component names, impact texts and check details
+come from the network). Pages load nothing from elsewhere: styles and the few lines of
+script are inline, charts are inline SVG; a Content-Security-Policy says so to the
+browser. The acknowledge button sends the token the user types; no page carries one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from ccwatch.pages import data
+from ccwatch.runtime import Runtime
+
+# Inline styles and scripts only, nothing from elsewhere; fetch only to this daemon.
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+OVERVIEW_REFRESH_SECONDS = 30
+
+_ENV = Environment(
+    loader=PackageLoader("ccwatch.pages", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.filters["when"] = data.when
+_ENV.filters["span"] = data.span
+_ENV.filters["pct"] = data.pct
+
+
+def _runtime(request: web.Request) -> Runtime:
+    from ccwatch.http import runtime_of  # http.py imports this module's add_routes
+
+    return runtime_of(request)
+
+
+def render(template: str, **values: Any) -> str:
+    return _ENV.get_template(template).render(**values)
+
+
+def html_response(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text,
+        status=status,
+        content_type="text/html",
+        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _error_page(runtime: Runtime, status: int, message: str) -> web.Response:
+    return html_response(
+        render("error.html", site=runtime.config.site, title=str(status), message=message),
+        status,
+    )
+
+
+async def overview_page(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    values = await data.overview(runtime, runtime.clock())
+    return html_response(render("overview.html", refresh=OVERVIEW_REFRESH_SECONDS, **values))
+
+
+async def overview_api(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    return web.json_response(data.jsonable(await data.overview(runtime, runtime.clock())))
+
+
+async def incidents_page(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    try:
+        filters = data.parse_filters(request.query)
+    except data.FilterError as exc:
+        return _error_page(runtime, 400, str(exc))
+    values = await data.incident_list(runtime, filters, runtime.clock())
+    return html_response(render("incidents.html", site=runtime.config.site, **values))
+
+
+async def incident_page(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    incident_id = request.match_info["incident_id"]
+    values = await data.incident_page(runtime, incident_id, runtime.clock())
+    if values is None:
+        return _error_page(runtime, 404, f"No incident with id {incident_id[:80]!r}.")
+    return html_response(render("incident.html", site=runtime.config.site, **values))
+
+
+async def checklists_page(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    values = await data.checklists_page(runtime)
+    return html_response(
+        render("checklists.html", site=runtime.config.site, now=runtime.clock(), **values)
+    )
+
+
+async def checklists_api(request: web.Request) -> web.Response:
+    return web.json_response(data.jsonable(await data.checklists_page(_runtime(request))))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", overview_page)
+    app.router.add_get("/api/overview", overview_api)
+    app.router.add_get("/incidents", incidents_page)
+    app.router.add_get("/incidents/{incident_id}", incident_page)
+    app.router.add_get("/checklists", checklists_page)
+    app.router.add_get("/api/checklists", checklists_api)
