@@ -539,6 +539,21 @@ def outbox_rows(
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def open_event_body(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+    """The stored body of the incident's ``open`` event (it carries the diagnostics)."""
+    row = conn.execute(
+        "SELECT body FROM outbox WHERE incident_id = ? AND event = 'open' ORDER BY id LIMIT 1",
+        (incident_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        body = json.loads(row[0])
+    except json.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def retry_dead(conn: sqlite3.Connection, row_ids: Iterable[int], now: float) -> int:
     """Put dead-lettered rows back to pending (after the operator fixed the cause)."""
     changed = 0

@@ -9,7 +9,6 @@ runs are what its metrics say).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -283,25 +282,6 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
 # --- one incident --------------------------------------------------------------------------
 
 
-def _open_event_body(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
-    """The stored body of the incident's ``open`` event (it carries the diagnostics).
-
-    A read-only query on the outbox: ``incidents/repository.py`` has no function that
-    returns a row's body by incident and event yet; this belongs there.
-    """
-    row = conn.execute(
-        "SELECT body FROM outbox WHERE incident_id = ? AND event = 'open' ORDER BY id LIMIT 1",
-        (incident_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    try:
-        body = json.loads(row[0])
-    except json.JSONDecodeError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
 @dataclass
 class _IncidentRows:
     incident: Incident
@@ -321,7 +301,7 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
             incident,
             repository.load_timeline(conn, incident_id),
             repository.outbox_rows(conn, incident_id=incident_id, limit=1000),
-            _open_event_body(conn, incident_id),
+            repository.open_event_body(conn, incident_id),
             history.series(conn, start, end, incident.component).get(incident.component, []),
         )
 
