@@ -1,0 +1,81 @@
+"""The support process end to end: the real broker, ``ccwatch run`` and a webhook receiver.
+A critical incident opens, resolves, comes back (reopen: one ticket), and its RCA draft
+and RCA record go through the API and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DaemonProcess, Mosquitto, wait_until
+from tests.test_e2e_core import Publisher, agents
+from tests.test_tickets_faults import TOKEN, publisher, receiver, ticket_config  # noqa: F401
+from tests.test_tickets_support import Receiver
+
+pytestmark = pytest.mark.slow
+
+
+def events_of(peer: Receiver, incident_id: str) -> list[str]:
+    return [r.json["event"] for r in peer.accepted if r.json["incident_id"] == incident_id]
+
+
+def test_reopen_rca_draft_and_rca_record(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    config = ticket_config(tmp_path, mosquitto, receiver, ["acd"])
+    config["incidents"] = {"reopen_window": "10m"}
+    daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN})
+    daemon.wait_http("/readyz")
+
+    def incident() -> dict[str, Any] | None:
+        found = daemon.get("/api/incidents").json()["incidents"]
+        return found[0] if found else None
+
+    publisher.send("acd", agents(25))
+    opened = wait_until(lambda: (i := incident()) and i["state"] == "open" and i, timeout=20)
+    iid = opened["id"]
+    publisher.send("acd", agents(0))
+    wait_until(lambda: (i := incident()) and i["state"] == "resolved", timeout=20)
+    publisher.send("acd", agents(30))  # back within the reopen window
+    wait_until(lambda: (i := incident()) and i["state"] == "open", timeout=20)
+    assert len(daemon.get("/api/incidents").json()["incidents"]) == 1  # the same incident
+    wait_until(lambda: "reopen" in events_of(receiver, iid), timeout=20)
+    assert events_of(receiver, iid)[:3] == ["open", "resolve", "reopen"]
+    assert sum(1 for r in receiver.accepted if r.json["event"] == "open") == 1  # one ticket
+
+    publisher.send("acd", agents(0))
+    wait_until(lambda: (i := incident()) and i["state"] == "resolved", timeout=20)
+    draft = wait_until(
+        lambda: (r := daemon.get(f"/api/incidents/{iid}/rca-draft")).status_code == 200 and r,
+        timeout=20,
+    )
+    assert draft.text.startswith("# RCA draft: acd at blr1, critical (P1)")
+    cli = [sys.executable, "-m", "ccwatch.cli", "-c", str(daemon.config_path)]
+    printed = subprocess.run(
+        [*cli, "incidents", "rca-draft", iid[:8]],
+        capture_output=True, text=True, timeout=30, env=daemon.env,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert "## Timeline" in printed.stdout and "reopened" in printed.stdout
+
+    url = f"{daemon.base_url}/api/incidents/{iid}/rca"
+    assert httpx.post(url, json={"delivered": "x"}, timeout=5).status_code == 401
+    recorded = subprocess.run(
+        [*cli, "incidents", "rca", iid, "--delivered", "https://wiki.example/rca/42"],
+        capture_output=True, text=True, timeout=30, env=daemon.env,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    shown = daemon.get(f"/api/incidents/{iid}").json()
+    changes = [entry["change"] for entry in shown["timeline"]]
+    assert "rca_delivered" in changes
+    wait_until(lambda: "rca_delivered" in events_of(receiver, iid), timeout=20)
