@@ -3,7 +3,8 @@
 Each target is probed at once, all within ``timeout``:
 
 - ``tcp``: a TCP connection is accepted (refused, unreachable or silent fails);
-- ``udp``: a datagram (``payload``, default empty) is sent on a connected socket. A reply
+- ``udp``: a datagram (``payload``, default CRLF CRLF, the SIP keep-alive of RFC 5626,
+  which SIP stacks ignore) is sent on a connected socket. A reply
   passes; an ICMP "port unreachable" (the kernel reports it as "Connection refused")
   fails. UDP has no handshake, so silence proves only that nothing refused: it passes
   with "no reply (not refused)" unless ``expect_reply: true``, where it fails. A SIP
@@ -33,7 +34,7 @@ class ReachabilityTarget(StrictModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"
-    payload: str = Field("", description="udp: the datagram sent (text)")
+    payload: str = Field("\r\n\r\n", min_length=1, description="udp: the datagram sent (text)")
     expect_reply: bool = Field(False, description="udp: a target that stays silent fails")
 
 
