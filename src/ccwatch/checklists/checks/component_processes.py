@@ -42,7 +42,7 @@ def running_counts(names: list[str], processes: list[ProcessInfo]) -> dict[str, 
 
 async def run(params: ComponentProcessesParams, env: CheckEnv) -> Outcome:
     settings = env.config.component_settings
-    configured = list(settings) or list(env.config.components)
+    configured = sorted(settings or env.config.components)
     wanted = params.components if params.components is not None else configured
     unknown = [name for name in wanted if name not in configured]
     if unknown:
