@@ -122,6 +122,7 @@ class Config(StrictModel):
             mqtt=self.mqtt,
             components=tuple(self.components),
             retention=self.retention,
+            component_settings=dict(self.components),
         )
 
     @property

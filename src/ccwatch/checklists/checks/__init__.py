@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from ccwatch.checklists.checks import (
+    agent_capacity,
     backup_age,
     certificate,
     command,
+    component_processes,
     cpu_load,
     disk,
     file_age,
@@ -23,9 +25,12 @@ from ccwatch.checklists.checks import (
     ntp,
     postgres,
     process,
+    reachability,
     retention,
+    sip_options,
     swap,
     tcp_port,
+    ups,
 )
 from ccwatch.checklists.checks.base import CheckEnv, CheckSettings, CheckType, HostProbes
 
@@ -33,11 +38,14 @@ REGISTRY: dict[str, CheckType[Any]] = {
     check.name: check
     for check in (
         process.CHECK,
+        component_processes.CHECK,
         disk.CHECK,
         memory.CHECK,
         cpu_load.CHECK,
         swap.CHECK,
         tcp_port.CHECK,
+        reachability.CHECK,
+        sip_options.CHECK,
         postgres.CHECK,
         retention.CHECK,
         backup_age.CHECK,
@@ -46,6 +54,8 @@ REGISTRY: dict[str, CheckType[Any]] = {
         certificate.CHECK,
         ntp.CHECK,
         mqtt_freshness.CHECK,
+        agent_capacity.CHECK,
+        ups.CHECK,
         command.CHECK,
     )
 }

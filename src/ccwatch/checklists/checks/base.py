@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -31,7 +31,7 @@ from ccwatch.retention.config import RetentionConfig
 
 if TYPE_CHECKING:
     # Type only (no import at run time, so no cycle): MqttConfig is defined in config.py.
-    from ccwatch.settings import MqttConfig
+    from ccwatch.settings import ComponentConfig, MqttConfig
 
 P = TypeVar("P", bound=BaseModel)
 T = TypeVar("T")
@@ -177,12 +177,15 @@ class HostProbes:
 @dataclass(frozen=True)
 class CheckSettings:
     """What checks may read of config.yaml besides their own parameters: the site, the
-    broker (mqtt_freshness), the component names and the retention databases."""
+    broker (mqtt_freshness, agent_capacity), the component names, each component's
+    settings (``processes``, ``seats``: component_processes, agent_capacity) and the
+    retention databases."""
 
     site: str
     mqtt: MqttConfig
     components: tuple[str, ...] = ()
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    component_settings: Mapping[str, ComponentConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,55 @@ def thresholds(unit: str, warn: float | None, fail: float | None, word: str) -> 
     if warn is not None:
         parts.append(f"warn {word} {warn:g}{unit}")
     return ", ".join(parts) or "none"
+
+
+class UdpPeer(asyncio.DatagramProtocol):
+    """A connected UDP socket: ``send`` datagrams to the peer, ``receive`` its answers.
+
+    Connected, so the kernel delivers the peer's ICMP errors ("port unreachable") to
+    this socket: ``receive`` raises them as OSError (ConnectionRefusedError).
+    """
+
+    def __init__(self) -> None:
+        self._inbox: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | typing.Any, int]) -> None:
+        self._inbox.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self._inbox.put_nowait(exc)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def send(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.sendto(data)
+
+    async def receive(self) -> bytes:
+        """The next datagram from the peer; raises the ICMP error the kernel reported."""
+        item = await self._inbox.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@contextlib.asynccontextmanager
+async def udp_peer(host: str, port: int) -> AsyncIterator[UdpPeer]:
+    """A ``UdpPeer`` connected to host:port (resolving the name may raise OSError)."""
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(UdpPeer, remote_addr=(host, port))
+    try:
+        yield peer
+    finally:
+        transport.close()
 
 
 def describe_os_error(exc: BaseException) -> str:

@@ -1,8 +1,10 @@
 """``retention``: no rows older than the retention cutoff remain (the cleanup ran).
 
 Either ``database:`` names a database of ``retention.databases`` in config.yaml (its DSN,
-``keep_days``, ``grace_days`` and tables are reused), or the check gives ``dsn``,
-``keep_days`` and ``tables`` itself. The cleanup deletes what is older than
+``keep_days``, ``grace_days`` and tables are reused), ``database: "*"`` checks every
+enabled database there (one line per database; a database added to config.yaml is
+checked without editing the checklist), or the check gives ``dsn``, ``keep_days`` and
+``tables`` itself. The cleanup deletes what is older than
 ``keep_days + grace_days`` days; between two cleanups rows keep crossing that line, so the
 check only fails on rows older than that cutoff minus ``slack`` (default one day, the
 cleanup's usual period). A check that ignored this would fail every morning after a
@@ -27,7 +29,9 @@ from ccwatch.retention.config import RetentionTable, resolve_dsn
 
 
 class RetentionParams(StrictModel):
-    database: str | None = Field(None, description="a name from retention.databases")
+    database: str | None = Field(
+        None, description='a name from retention.databases, or "*" for every enabled one'
+    )
     dsn: str | None = None
     password_env: SecretEnv = None
     password_file: SecretFile = None
@@ -60,25 +64,31 @@ class RetentionParams(StrictModel):
         return self
 
 
-def _target(params: RetentionParams, env: CheckEnv) -> tuple[str, int, list[RetentionTable]] | str:
-    """(dsn, cutoff days, tables), or the reason the check is skipped."""
-    if params.database is None:
+EVERY_DATABASE = "*"
+
+
+def _target(
+    params: RetentionParams, env: CheckEnv, name: str | None
+) -> tuple[str, int, list[RetentionTable]] | str:
+    """(dsn, cutoff days, tables) of database ``name`` (None: the check's own ``dsn``), or
+    the reason the check is skipped."""
+    if name is None:
         assert params.dsn is not None and params.keep_days is not None
         return params.dsn, params.keep_days + params.grace_days, list(params.tables)
     databases = {db.name: db for db in env.config.retention.databases}
-    database = databases.get(params.database)
+    database = databases.get(name)
     if database is None:
-        close = difflib.get_close_matches(params.database, databases, n=1)
+        close = difflib.get_close_matches(name, databases, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"retention database {params.database!r} is not configured in config.yaml{hint}"
+        return f"retention database {name!r} is not configured in config.yaml{hint}"
     if not database.enabled:
-        return f"retention database {params.database!r} is disabled in config.yaml"
+        return f"retention database {name!r} is disabled in config.yaml"
     try:
         dsn = resolve_dsn(database)
     except RetentionError as exc:
-        return f"retention database {params.database!r}: {exc}"
+        return f"retention database {name!r}: {exc}"
     if not database.tables:
-        return f"retention database {params.database!r} lists no tables"
+        return f"retention database {name!r} lists no tables"
     return dsn, database.keep_days + database.grace_days, list(database.tables)
 
 
@@ -89,10 +99,39 @@ def _identifier(name: str) -> Any:
 
 
 async def run(params: RetentionParams, env: CheckEnv) -> Outcome:
+    if params.database != EVERY_DATABASE:
+        return await _check_one(params, env, params.database)
+    names = [db.name for db in env.config.retention.databases]
+    if not names:
+        return Outcome.skipped("no retention databases are configured in config.yaml")
+    outcomes = {name: await _check_one(params, env, name) for name in names}
+    checked = {name: o for name, o in outcomes.items() if o.status is not Status.SKIPPED}
+    lines = [f"{name}: {o.status.value}: {o.value}" for name, o in outcomes.items()]
+    lines += [f"{name}: {o.detail}" for name, o in checked.items() if o.detail]
+    if not checked:
+        return Outcome.skipped("; ".join(o.value for o in outcomes.values()))
+    worst = min(checked.values(), key=lambda o: o.status.report_rank).status
+    problems = [name for name, o in checked.items() if o.status is not Status.OK]
+    hints = [f"{name}: {o.hint}" for name, o in checked.items() if o.hint]
+    value = (
+        "; ".join(f"{name}: {checked[name].value}" for name in problems)
+        if problems
+        else f"0 rows older than the cutoff in {len(checked)} database(s): {', '.join(checked)}"
+    )
+    return Outcome(
+        worst,
+        value,
+        "; ".join(f"{name}: {o.threshold}" for name, o in checked.items()),
+        "; ".join(hints),
+        "\n".join(lines),
+    )
+
+
+async def _check_one(params: RetentionParams, env: CheckEnv, name: str | None) -> Outcome:
     import psycopg
     from psycopg import sql
 
-    target = _target(params, env)
+    target = _target(params, env, name)
     if isinstance(target, str):
         return Outcome.skipped(target)
     dsn, cutoff_days, tables = target
