@@ -50,6 +50,7 @@ def build_pipeline(
         incidents,
         registry,
         clock,
+        site_timezone=config.site_timezone,
     )
 
 
