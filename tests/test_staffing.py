@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ccwatch.cli import cli
-from ccwatch.config import load_config
+from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
 from ccwatch.settings import ComponentConfig, StaffingShift, host_timezone
 
@@ -280,3 +280,12 @@ def test_classify_a_small_sample() -> None:
     assert code == 0
     assert "severity: major (P2)" in out
     assert "15 of 15 calls rejected (100.0%), small sample: at least 79.6%" in out
+
+
+def test_the_readme_staffing_example_validates() -> None:
+    from tests.test_readme_examples import yaml_blocks
+
+    [example] = yaml_blocks("site_timezone")
+    config = Config.model_validate({"site": "blr1", **example})
+    staffing = config.components["acd"].staffing_table(config.site_timezone)
+    assert staffing is not None and staffing.expected_at_local(time(3, 0)) == 10
