@@ -32,7 +32,7 @@ def test_a_total_outage_on_a_small_sample_opens_a_major_incident(
 ) -> None:
     # 15 of 15 calls rejected, below min_calls_offered (20): before, no incident at all.
     config = core_config(tmp_path, mosquitto)
-    config["classification"]["window"] = "1m"
+    config["classification"] = {**config["classification"], "window": "1m"}  # a copy
     daemon = daemon_factory(config)
     daemon.wait_http("/readyz")
     publisher.send("dialer", {"calls_offered": 15, "calls_rejected": 15, "up": True})
