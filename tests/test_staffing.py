@@ -289,3 +289,48 @@ def test_the_readme_staffing_example_validates() -> None:
     config = Config.model_validate({"site": "blr1", **example})
     staffing = config.components["acd"].staffing_table(config.site_timezone)
     assert staffing is not None and staffing.expected_at_local(time(3, 0)) == 10
+
+
+# --- the pipeline --------------------------------------------------------------------
+
+
+def test_the_pipeline_expects_the_staffing_of_the_messages_own_time(tmp_path: Path) -> None:
+    """A message without agents_expected is measured against the shift of its ``ts`` in
+    the site zone (a replayed night-time backlog is judged by the night shift)."""
+    from prometheus_client import CollectorRegistry
+
+    from ccwatch.compose import build_incident_service, build_pipeline, open_state
+
+    config = Config.model_validate(
+        {
+            "site": "blr1",
+            "site_timezone": "Asia/Kolkata",
+            "state": {"path": str(tmp_path / "state.db")},
+            "components": {"acd": {"seats": 100, "staffing": SHIFTS}, "ivr": {"seats": 100}},
+            "classification": {"open_after": "0s"},
+        }
+    )
+    registry = CollectorRegistry()
+    store = open_state(config.state.path)
+    try:
+        pipeline = build_pipeline(config, build_incident_service(config, store, registry), registry)
+
+        def severity_at(component: str, local: datetime, **body: int) -> tuple[float, float]:
+            """The component's severity and loss gauges after one message at ``local``."""
+            ts = local.timestamp()
+            topic = f"cc/blr1/{component}/metrics"
+            pipeline.handle(topic, json.dumps({"ts": ts, **body}), ts)
+            labels = {"site": "blr1", "component": component}
+            severity = registry.get_sample_value("ccwatch_component_severity", labels)
+            loss = registry.get_sample_value("ccwatch_component_production_loss_ratio", labels)
+            assert severity is not None and loss is not None
+            return severity, round(loss, 6)
+
+        night = datetime(2026, 12, 1, 3, 0, tzinfo=KOLKATA)
+        assert severity_at("acd", night, agents_logged_in=8) == (1, 0.02)  # minor
+        day = datetime(2026, 12, 1, 10, 0, tzinfo=KOLKATA)
+        assert severity_at("acd", day, agents_logged_in=8) == (3, 0.92)  # critical
+        # No table: the seats are expected at any hour.
+        assert severity_at("ivr", night, agents_logged_in=80) == (3, 0.2)
+    finally:
+        store.close()
