@@ -5,14 +5,20 @@ largest of:
 
 - agents unable to take calls ÷ seats
 - agents unable to log in ÷ seats, or (agents expected - agents logged in) ÷ seats,
-  floored at 0
+  floored at 0; agents expected default to the seats (the callers pass the staffing
+  table's value for the time of the measurement when there is one)
 - calls rejected ÷ calls offered over the sliding window, once at least
-  ``min_calls_offered`` calls were offered in it
+  ``min_calls_offered`` calls were offered in it; below that, the lower bound of the
+  95 % Wilson score interval of the rejected share (``wilson_lower_bound``), a share the
+  sample shows with confidence: 15 of 15 rejected → at least 79.6 %, 1 of 1 → 20.7 %
 - 1.0 while the component is down
 
 and the severity follows the exact boundaries of the support contract: critical when
 ``L ≥ critical_at``, major when ``major_above < L < critical_at``, minor when
-``0 < L ≤ major_above``, then capped by the component's ``max_severity``.
+``0 < L ≤ major_above``, then capped by the component's ``max_severity``. A small sample
+(fewer than ``min_calls_offered`` calls) is never more than major on its own: the bound
+says a fault is real, not that it is a P1 (1 of 1 rejected is not critical; 15 of 15 is
+major, and critical once the minimum is reached).
 
 ``ComponentWindow`` keeps what one component reported (latest agent counts, calls in
 time buckets over the window, up/down); ``assess`` turns it into an ``Assessment``.
@@ -32,6 +38,10 @@ from ccwatch.severity import Severity
 # bounded however fast a component publishes, at the cost of the window's edge moving
 # in steps of one bucket (5 s for the default 5 min window).
 BUCKETS_PER_WINDOW = 60
+
+# z for a two-sided 95 % interval (the 97.5th percentile of the normal distribution).
+WILSON_Z = 1.959963984540054
+SMALL_SAMPLE_CAP = Severity.MAJOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,10 @@ class Assessment:
     component: str
     loss: float
     severity: Severity
-    cause: str  # which measure gave the loss: take_calls, login, logged_in, rejected, down, none
+    # Which measure gave the loss: take_calls, login, logged_in, rejected,
+    # rejected_sample (fewer calls than min_calls_offered: the loss is the Wilson bound),
+    # down, none.
+    cause: str
     measures: tuple[float | bool | None, ...]  # in MEASURES order
     window_label: str = ""
 
@@ -110,6 +123,32 @@ MEASURES = (
 
 def percent(loss: float) -> str:
     return f"{loss * 100:.1f}%"
+
+
+def wilson_lower_bound(rejected: float, offered: float, z: float = WILSON_Z) -> float:
+    """The lower bound of the Wilson score interval of the share ``rejected / offered``.
+
+    The share the sample supports with confidence (95 % two-sided for the default ``z``):
+    0 when nothing was rejected or nothing offered, rising with the rejected count and,
+    for the same share, with the number of calls. Counts outside ``0 ≤ rejected ≤
+    offered`` are clamped.
+    """
+    if not offered > 0 or not rejected > 0:
+        return 0.0
+    share = min(rejected / offered, 1.0)
+    z2n = z * z / offered
+    centre = share + z2n / 2
+    spread = z * math.sqrt(share * (1 - share) / offered + z2n / (4 * offered))
+    return max(0.0, (centre - spread) / (1 + z2n))
+
+
+def small_sample_severity(
+    rejected: float, offered: float, thresholds: Thresholds
+) -> tuple[float, Severity]:
+    """The loss and severity of calls below ``min_calls_offered``: the Wilson lower
+    bound, and its severity capped at major (a small sample alone never pages as P1)."""
+    bound = wilson_lower_bound(rejected, offered)
+    return bound, min(severity_for(bound, thresholds), SMALL_SAMPLE_CAP)
 
 
 def assess(
@@ -161,6 +200,7 @@ def assess_measures(
     """
     seats, take_calls, login, expected, logged_in, offered, rejected, up = measures
     best_loss, best_cause = 0.0, "none"
+    small_sample = False
     if up is False:
         best_loss, best_cause = 1.0, "down"
     if seats is not None and seats > 0:
@@ -168,20 +208,25 @@ def assess_measures(
             best_loss, best_cause = take_calls / seats, "take_calls"
         if login is not None and login / seats > best_loss:
             best_loss, best_cause = login / seats, "login"
-        if expected is not None and logged_in is not None:
-            missing = expected - logged_in
+        if logged_in is not None:
+            missing = (seats if expected is None else expected) - logged_in
             if missing / seats > best_loss:
                 best_loss, best_cause = missing / seats, "logged_in"
-    if (
-        offered is not None
-        and rejected is not None
-        and offered >= thresholds.min_calls_offered
-        and offered > 0
-        and rejected / offered > best_loss
-    ):
-        best_loss, best_cause = rejected / offered, "rejected"
+    if offered is not None and rejected is not None and offered > 0:
+        if offered >= thresholds.min_calls_offered:
+            if rejected / offered > best_loss:
+                best_loss, best_cause = rejected / offered, "rejected"
+        elif rejected > 0:
+            small_sample = True
     best_loss = min(best_loss, 1.0)
     severity = severity_for(best_loss, thresholds, max_severity)
+    if small_sample:
+        # Below the minimum the bound counts, capped at major; it wins only when it
+        # does not lower the severity another measure gives.
+        bound, bound_severity = small_sample_severity(rejected, offered, thresholds)
+        bound_severity = min(bound_severity, max_severity)
+        if bound > best_loss and bound_severity >= severity:
+            best_loss, best_cause, severity = bound, "rejected_sample", bound_severity
     return Assessment(component, best_loss, severity, best_cause, measures, window_label)
 
 
@@ -211,18 +256,22 @@ def impact_sentence(
             f"({percent(loss)})"
         )
     if cause == "logged_in":
-        missing = _count(max(0.0, float(count("agents_expected")) - count("agents_logged_in")))
+        has_expected = metrics.get("agents_expected") is not None
+        expected = count("agents_expected") if has_expected else count("seats")
+        missing = _count(max(0.0, float(expected) - count("agents_logged_in")))
         return (
             f"{missing} of {count('seats')} expected agents are not logged in "
-            f"({count('agents_logged_in')} of {count('agents_expected')} logged in, "
+            f"({count('agents_logged_in')} of {expected} logged in, "
             f"{percent(loss)})"
         )
-    if cause == "rejected":
+    if cause in ("rejected", "rejected_sample"):
         within = f" in the last {window_label}" if window_label else ""
-        return (
-            f"{count('calls_rejected')} of {count('calls_offered')} calls rejected{within} "
-            f"({percent(loss)})"
-        )
+        offered = float(count("calls_offered"))
+        share = count("calls_rejected") / offered if offered > 0 else 0.0
+        sentence = f"{count('calls_rejected')} of {count('calls_offered')} calls rejected{within}"
+        if cause == "rejected":
+            return f"{sentence} ({percent(loss)})"
+        return f"{sentence} ({percent(share)}), small sample: at least {percent(loss)}"
     return "no production loss"
 
 

@@ -52,6 +52,7 @@ def build_pipeline(
         incidents,
         registry,
         clock,
+        site_timezone=config.site_timezone,
     )
 
 

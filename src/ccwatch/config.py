@@ -19,15 +19,16 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ccwatch.checklists.checks import CheckSettings
 from ccwatch.checklists.config import ChecklistsConfig
 from ccwatch.config_errors import format_validation_errors as format_validation_errors
 from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data
-from ccwatch.configbase import StrictModel, repeated
+from ccwatch.configbase import StrictModel, TimeZone, repeated
 from ccwatch.errors import ConfigError
 from ccwatch.incidents.config import IncidentsConfig
 from ccwatch.notify.config import EmailConfig as EmailConfig
@@ -60,6 +61,9 @@ from ccwatch.settings import (
     _default_components as _default_components,
 )
 from ccwatch.settings import (
+    host_timezone,
+)
+from ccwatch.settings import (
     parse_listen as parse_listen,
 )
 from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
@@ -70,6 +74,11 @@ DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
 
 class Config(StrictModel):
     site: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="this site's name in topics")
+    site_timezone: TimeZone = Field(
+        default_factory=host_timezone,
+        description="IANA zone of the site: SLA calendars without a zone, staffing tables; "
+        "default: the host's",
+    )
     mqtt: MqttConfig = MqttConfig()
     http: HttpConfig = HttpConfig()
     state: StateConfig = StateConfig()
@@ -78,7 +87,7 @@ class Config(StrictModel):
     incidents: IncidentsConfig = IncidentsConfig()
     tickets: list[TicketUpstream] = Field(default_factory=list)
     email: EmailConfig | None = None
-    sla: SlaConfig = SlaConfig()
+    sla: SlaConfig = Field(SlaConfig(), validate_default=True)
     escalation: EscalationConfig = EscalationConfig()
     checklists: ChecklistsConfig = ChecklistsConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -99,6 +108,12 @@ class Config(StrictModel):
             else:
                 merged[name] = settings if settings is not None else {}
         return merged
+
+    @field_validator("sla", mode="after")
+    @classmethod
+    def _calendars_in_the_site_zone(cls, value: SlaConfig, info: ValidationInfo) -> SlaConfig:
+        zone = info.data.get("site_timezone")
+        return value.with_default_timezone(zone) if isinstance(zone, ZoneInfo) else value
 
     @model_validator(mode="after")
     def _unique_upstream_names(self) -> Config:

@@ -8,19 +8,63 @@ every feature's section (docs/architecture.md, "Dependency rules").
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from datetime import timedelta
+import logging
+import os
+from bisect import bisect_right
+from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
 from ccwatch.classify import Thresholds
-from ccwatch.configbase import SecretEnv, SecretFile, StrictModel
+from ccwatch.configbase import UTC_ZONE, SecretEnv, SecretFile, StrictModel, time_zone
 from ccwatch.durations import Duration
 from ccwatch.severity import Severity, SeverityName
 
+logger = logging.getLogger(__name__)
+
 KNOWN_COMPONENTS = ("acd", "ivr", "dialer", "voice_logger", "reports")
+
+
+def host_timezone(environ: dict[str, str] | None = None, etc: Path = Path("/etc")) -> ZoneInfo:
+    """The host's IANA time zone: ``$TZ``, else /etc/timezone, else the /etc/localtime
+    link, else UTC (logged). The default of ``site_timezone``, read once per config load.
+    """
+    env = os.environ if environ is None else environ
+    candidates: list[str] = []
+    if tz := env.get("TZ", "").removeprefix(":").strip():
+        candidates.append(tz)
+    with contextlib.suppress(OSError):
+        candidates.append((etc / "timezone").read_text(encoding="utf-8").strip())
+    try:
+        target = os.readlink(etc / "localtime")
+    except OSError:
+        pass
+    else:
+        _, found, name = target.partition("zoneinfo/")
+        if found:
+            candidates.append(name)
+    for name in candidates:
+        try:
+            return time_zone(name)
+        except ValueError:
+            continue
+    logger.info("could not tell the host's time zone; site_timezone defaults to UTC")
+    return UTC_ZONE
+
+
+def _clock_time(value: object) -> object:
+    # YAML 1.1 reads an unquoted 20:00 as the sexagesimal integer 1200.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('write the time of day in quotes, e.g. "20:00"')
+    return value
+
+
+TimeOfDay = Annotated[time, BeforeValidator(_clock_time)]
 
 
 class MqttTls(StrictModel):
@@ -94,11 +138,76 @@ class StateConfig(StrictModel):
     path: Path = Path("/var/lib/ccwatch/state.db")
 
 
+class StaffingShift(StrictModel):
+    """From ``from`` (local time of day, site time zone) on, ``expected`` agents."""
+
+    start: TimeOfDay = Field(alias="from", description='local time of day, e.g. "08:00"')
+    expected: int = Field(ge=0, description="agents expected to be logged in")
+
+
+class Staffing:
+    """A component's expected agents by local time of day (the ``staffing:`` table).
+
+    Each shift runs until the next one starts; before the first one of the day the
+    last one of the day before still runs. ``expected_at(ts)`` caches the value for the
+    current UTC minute (shifts start on whole minutes), so the ingest hot path pays one
+    comparison per message.
+    """
+
+    __slots__ = ("_cached_minute", "_cached_value", "_starts", "_values", "timezone")
+
+    def __init__(self, shifts: list[StaffingShift], timezone: ZoneInfo) -> None:
+        ordered = sorted(shifts, key=lambda shift: shift.start)
+        self._starts = [s.start.hour * 60 + s.start.minute for s in ordered]
+        self._values = [s.expected for s in ordered]
+        self.timezone = timezone
+        self._cached_minute = -1
+        self._cached_value = 0
+
+    def expected_at_local(self, local: time) -> int:
+        index = bisect_right(self._starts, local.hour * 60 + local.minute) - 1
+        return self._values[index]  # -1: the last shift of the day before
+
+    def expected_at(self, ts: float) -> int:
+        minute = int(ts // 60)
+        if minute != self._cached_minute:
+            local = datetime.fromtimestamp(minute * 60, self.timezone).time()
+            self._cached_value = self.expected_at_local(local)
+            self._cached_minute = minute
+        return self._cached_value
+
+
 class ComponentConfig(StrictModel):
     seats: int | None = Field(None, gt=0, description="seats when payloads do not carry them")
     max_severity: SeverityName = Severity.CRITICAL
     processes: list[str] = Field(default_factory=list, description="process names (diagnostics)")
     log_files: list[Path] = Field(default_factory=list, description="logs to excerpt (diagnostics)")
+    staffing: list[StaffingShift] = Field(
+        default_factory=list,
+        description="expected agents by time of day (site time zone); default: the seats",
+    )
+
+    @model_validator(mode="after")
+    def _valid_staffing(self) -> ComponentConfig:
+        starts = [shift.start for shift in self.staffing]
+        repeats = sorted({f"{s:%H:%M}" for s in starts if starts.count(s) > 1})
+        if repeats:
+            raise ValueError(f"staffing: each `from` time once; {', '.join(repeats)} repeats")
+        for number, shift in enumerate(self.staffing, start=1):
+            if shift.start.second or shift.start.microsecond or shift.start.tzinfo:
+                raise ValueError(
+                    f'staffing -> {number} -> from: a local time in whole minutes, e.g. "08:00"'
+                )
+            if self.seats is not None and shift.expected > self.seats:
+                raise ValueError(
+                    f"staffing -> {number} -> expected: {shift.expected} is more than the "
+                    f"seats ({self.seats})"
+                )
+        return self
+
+    def staffing_table(self, timezone: ZoneInfo) -> Staffing | None:
+        """The staffing table in ``timezone`` (the site's), or None without one."""
+        return Staffing(self.staffing, timezone) if self.staffing else None
 
 
 def _default_components() -> dict[str, ComponentConfig]:

@@ -210,9 +210,14 @@ class BusinessCalendar:
 
 
 class CalendarConfig(StrictModel):
-    """``timezone`` (IANA), ``hours`` (24x7, 24x5 or rules) and ``holidays`` (local dates)."""
+    """``timezone`` (IANA), ``hours`` (24x7, 24x5 or rules) and ``holidays`` (local dates).
 
-    timezone: TimeZone = UTC_ZONE
+    A calendar written without ``timezone`` runs in the site's time zone: the root config
+    fills it in from ``site_timezone`` (``SlaConfig.with_default_timezone``); UTC only
+    where a calendar is built on its own.
+    """
+
+    timezone: TimeZone = Field(UTC_ZONE, description="IANA time zone; default: site_timezone")
     hours: str | list[str] = "24x5"
     holidays: list[date] = Field(default_factory=list)
 
@@ -285,6 +290,17 @@ class SlaConfig(StrictModel):
 
     def targets(self, severity: Severity) -> SeverityTargets:
         return self.severities.get(severity.label, SeverityTargets())
+
+    def with_default_timezone(self, timezone: ZoneInfo) -> SlaConfig:
+        """This config with every calendar that names no ``timezone`` in ``timezone``
+        (the site's); calendars with an explicit zone keep it."""
+        calendars = {
+            name: calendar
+            if "timezone" in calendar.model_fields_set
+            else CalendarConfig(timezone=timezone, hours=calendar.hours, holidays=calendar.holidays)
+            for name, calendar in self.calendars.items()
+        }
+        return self.model_copy(update={"calendars": calendars})
 
     def calendar(self, severity: Severity) -> BusinessCalendar:
         return self.calendars[self.targets(severity).calendar].calendar

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -20,7 +22,7 @@ from ccwatch.cliopts import format_option
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
-from ccwatch.settings import ClassificationConfig
+from ccwatch.settings import ClassificationConfig, host_timezone
 from ccwatch.severity import Severity
 
 T = TypeVar("T")
@@ -49,8 +51,19 @@ def _load_config_if_present() -> Config | None:
 @click.option("--seats", type=float, help="Seats of the component (or components.<name>.seats).")
 @click.option("--unable-to-take-calls", type=float, help="Agents who cannot take calls.")
 @click.option("--unable-to-login", type=float, help="Agents who cannot log in.")
-@click.option("--agents-expected", type=float, help="Agents expected to be logged in.")
+@click.option(
+    "--agents-expected",
+    type=float,
+    help="Agents expected to be logged in (default: components.<name>.staffing at --at, "
+    "else the seats).",
+)
 @click.option("--agents-logged-in", type=float, help="Agents logged in.")
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="When, for the staffing table: HH:MM (site time zone) or an ISO 8601 time (default: now).",
+)
 @click.option("--calls-offered", type=float, help="Calls offered in the window.")
 @click.option("--calls-rejected", type=float, help="Calls rejected in the window.")
 @click.option("--down", is_flag=True, help="The component is down.")
@@ -62,6 +75,7 @@ def classify(
     unable_to_login: float | None,
     agents_expected: float | None,
     agents_logged_in: float | None,
+    at_text: str | None,
     calls_offered: float | None,
     calls_rejected: float | None,
     down: bool,
@@ -73,31 +87,44 @@ def classify(
     Uses the thresholds of the config if one is found, seed 004's defaults otherwise.
 
     \b
-    Example: ccwatch classify --seats 100 --unable-to-take-calls 23
+    Examples: ccwatch classify --seats 100 --unable-to-take-calls 23
+              ccwatch classify --seats 100 --agents-logged-in 80
+              ccwatch classify --agents-logged-in 8 --at 03:00
     """
     config = _load_config_if_present()
     classification = config.classification if config else ClassificationConfig()
+    zone = config.site_timezone if config else host_timezone()
+    at = _parse_at(at_text, zone)
     max_severity = Severity.CRITICAL
+    expected_from = ""
     if config is not None and component in config.components:
         settings = config.components[component]
         max_severity = settings.max_severity
         if seats is None and settings.seats is not None:
             seats = float(settings.seats)
+        staffing = settings.staffing_table(zone)
+        if agents_logged_in is not None and agents_expected is None and staffing is not None:
+            agents_expected = float(staffing.expected_at_local(at.time()))
+            expected_from = f"components.{component}.staffing at {at:%H:%M} {zone}"
     elif config is None and component == "reports":
         max_severity = Severity.MAJOR  # the shipped default cap (seed 004)
     values = [unable_to_take_calls, unable_to_login, agents_expected, agents_logged_in]
     values += [calls_offered, calls_rejected, seats]
     if any(v is not None and v < 0 for v in values):
         raise click.UsageError("counts cannot be negative")
-    if (agents_expected is None) != (agents_logged_in is None):
-        raise click.UsageError("give both --agents-expected and --agents-logged-in")
+    if agents_expected is not None and agents_logged_in is None:
+        raise click.UsageError("--agents-expected needs --agents-logged-in")
+    if at_text is not None and agents_logged_in is None:
+        raise click.UsageError("--at is for the staffing table: give --agents-logged-in")
     if (calls_offered is None) != (calls_rejected is None):
         raise click.UsageError("give both --calls-offered and --calls-rejected")
     if calls_offered is not None and calls_rejected is not None and calls_rejected > calls_offered:
         raise click.UsageError("--calls-rejected cannot exceed --calls-offered")
-    seat_measures = (unable_to_take_calls, unable_to_login, agents_expected)
+    seat_measures = (unable_to_take_calls, unable_to_login, agents_logged_in)
     if seats is None and any(v is not None for v in seat_measures):
         raise click.UsageError(f"give --seats (or set components.{component}.seats in the config)")
+    if agents_logged_in is not None and agents_expected is None:
+        agents_expected, expected_from = seats, "the seats"
     thresholds = classification.thresholds
     result = assess(
         component=component,
@@ -122,6 +149,8 @@ def classify(
                     "production_loss": round(result.loss, 6),
                     "impact": result.impact,
                     "cause": result.cause,
+                    "agents_expected": agents_expected,
+                    "agents_expected_from": expected_from or None,
                     "thresholds": {
                         "critical_at": thresholds.critical_at,
                         "major_above": thresholds.major_above,
@@ -138,11 +167,33 @@ def classify(
     click.echo(f"severity: {label}")
     click.echo(f"loss:     {result.loss * 100:.1f}%")
     click.echo(f"impact:   {result.impact}")
+    if expected_from:
+        click.echo(f"expected: {agents_expected:g} agents ({expected_from})")
     if calls_offered is not None and calls_offered < thresholds.min_calls_offered:
         click.echo(
-            f"note:     rejected calls count only once {thresholds.min_calls_offered} calls "
-            "were offered in the window"
+            f"note:     fewer than {thresholds.min_calls_offered} calls offered: a small "
+            "sample counts by the lower bound of its 95 % Wilson interval, at most major"
         )
+
+
+def _parse_at(text: str | None, zone: ZoneInfo) -> datetime:
+    """``--at``: HH:MM today in the site zone, an ISO 8601 time (naive = site zone), or now."""
+    if text is None:
+        return datetime.now(zone)
+    try:
+        clock = time.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(datetime.now(zone).date(), clock.replace(tzinfo=None), zone)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not HH:MM or an ISO 8601 time (e.g. 03:00, 2026-12-01T03:00+05:30)",
+            param_hint="--at",
+        ) from None
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(zone)
 
 
 # --- incidents list / show -----------------------------------------------------------

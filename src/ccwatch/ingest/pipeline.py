@@ -16,6 +16,10 @@ earlier message, or ``components.<name>.seats``): more agents than seats is reje
 ``inconsistent``. A sample already older than ``stale_after`` when it arrives (a retained
 message from yesterday, a long-queued backlog) is recorded for the gauges but moves no
 incident (``ccwatch_ingest_stale_samples_total``).
+
+A message with ``agents_logged_in`` but no ``agents_expected`` is measured against the
+component's ``staffing:`` table at the message's ``ts`` (site time zone), or against the
+seats when there is no table.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ccwatch.classify import ComponentWindow
+from ccwatch.configbase import UTC_ZONE
 from ccwatch.durations import format_duration
 from ccwatch.errors import PayloadError
 from ccwatch.history import Reading
@@ -39,7 +45,7 @@ from ccwatch.incidents.lifecycle import Transition
 from ccwatch.incidents.service import IncidentService
 from ccwatch.ingest.payload import REJECT_REASONS, Measurement, PayloadParser, parse_topic
 from ccwatch.metrics import shared_metrics
-from ccwatch.settings import ClassificationConfig, ComponentConfig, MqttConfig
+from ccwatch.settings import ClassificationConfig, ComponentConfig, MqttConfig, Staffing
 from ccwatch.severity import Severity
 
 logger = logging.getLogger(__name__)
@@ -146,6 +152,7 @@ class _Component:
     loss_gauge: Gauge
     severity_gauge: Gauge
     stale_counter: Counter
+    staffing: Staffing | None
     # Last values set on the gauges: setting one takes a lock, so only changes are set.
     last_loss: float = -1.0
     last_severity: int = -1
@@ -164,8 +171,10 @@ class Pipeline:
         incidents: IncidentService,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
+        site_timezone: ZoneInfo = UTC_ZONE,
     ) -> None:
         self.site = site
+        self.site_timezone = site_timezone
         self.topic_prefix = mqtt.topic_prefix
         self.components = components
         self.incidents = incidents
@@ -246,6 +255,8 @@ class Pipeline:
             window.agents_unable_to_login = m.agents_unable_to_login
         if m.agents_expected is not None:
             window.agents_expected = m.agents_expected
+        elif state.staffing is not None and m.agents_logged_in is not None:
+            window.agents_expected = state.staffing.expected_at(m.ts)
         if m.agents_logged_in is not None:
             window.agents_logged_in = m.agents_logged_in
         if m.up is not None:
@@ -293,6 +304,7 @@ class Pipeline:
             loss_gauge=self.metrics.loss.labels(site=site, component=name),
             severity_gauge=self.metrics.severity.labels(site=site, component=name),
             stale_counter=self.metrics.stale.labels(component=name),
+            staffing=settings.staffing_table(self.site_timezone),
         )
         self._components[name] = state
         return state
