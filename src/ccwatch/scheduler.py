@@ -24,13 +24,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from ccwatch.cron import CronSchedule
 from ccwatch.state import Migrations, StateStore, transaction
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.base import BaseTrigger
+    from apscheduler.triggers.cron import CronTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,10 @@ async def run_scheduler(
     )
     now = datetime.fromtimestamp(clock(), UTC)
     catch_up: list[asyncio.Task[None]] = []
+    # Loaded here, not at import: the composition root imports this module for its table,
+    # and APScheduler (with multiprocessing behind it) costs memory nobody uses without jobs.
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
     for job in jobs:
         trigger = job.schedule.trigger()

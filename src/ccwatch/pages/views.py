@@ -10,13 +10,16 @@ browser. The acknowledge button sends the token the user types; no page carries 
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from ccwatch.pages import data
 from ccwatch.runtime import Runtime
+
+if TYPE_CHECKING:
+    import jinja2
 
 # Inline styles and scripts only, nothing from elsewhere; fetch only to this daemon.
 CSP = (
@@ -26,16 +29,25 @@ CSP = (
 )
 OVERVIEW_REFRESH_SECONDS = 30
 
-_ENV = Environment(
-    loader=PackageLoader("ccwatch.pages", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_ENV.filters["when"] = data.when
-_ENV.filters["span"] = data.span
-_ENV.filters["pct"] = data.pct
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The template environment, built on the first page asked for: a daemon whose pages
+    nobody opens does not load Jinja2 (bench/startup.py measures the RSS at start)."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("ccwatch.pages", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["when"] = data.when
+    environment.filters["span"] = data.span
+    environment.filters["pct"] = data.pct
+    return environment
 
 
 def _runtime(request: web.Request) -> Runtime:
@@ -45,7 +57,8 @@ def _runtime(request: web.Request) -> Runtime:
 
 
 def render(template: str, **values: Any) -> str:
-    return _ENV.get_template(template).render(**values)
+    text: str = _environment().get_template(template).render(**values)
+    return text
 
 
 def html_response(text: str, status: int = 200) -> web.Response:
