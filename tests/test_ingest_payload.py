@@ -323,3 +323,9 @@ def test_epoch_units_agree(seconds: int) -> None:
         return  # before 1973 the units overlap (a 1970 time in ms looks like seconds)
     for factor in (1, 1000, 1_000_000, 1_000_000_000):
         assert parse_timestamp(seconds * factor) == pytest.approx(seconds, abs=1e-3)
+
+
+def test_a_payload_with_a_utf8_byte_order_mark_is_read() -> None:
+    from ccwatch.mqtt import load_json
+
+    assert load_json(b'\xef\xbb\xbf{"seats": 100}') == {"seats": 100}
