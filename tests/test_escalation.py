@@ -119,7 +119,13 @@ def test_steps_already_due_stay_due_and_sending_them_empties_the_list(
 @pytest.mark.parametrize(
     ("levels", "message"),
     [
-        ([{"name": "L1", "trigger": "first_response_breach"}], "needs `email:`"),
+        ([{"name": "L1", "email": ["a@b"]}], "needs a `trigger:` (or a `when:`"),
+        (
+            [{"name": "L1", "trigger": "opened", "after": "5m", "email": ["a@b"]}],
+            "`after` applies to *_breach triggers only",
+        ),
+        ([{"name": "L1", "when": {"severity": []}}], "`severity:` lists nothing"),
+        ([{"name": "L1", "when": {"recurrence_count_at_least": 0}}], "levels -> 1 -> when"),
         ([{"name": "L1", "trigger": "ack_breach", "email": ["a@b"]}], "levels -> 1 -> trigger"),
         (
             [

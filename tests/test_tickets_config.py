@@ -19,7 +19,14 @@ def test_shipped_config_has_an_example_of_every_adapter_type() -> None:
     config = load_config(SHIPPED)
     assert {upstream.type for upstream in config.tickets} == set(ADAPTERS)
     assert config.sla.enabled and set(config.sla.severities) == {"critical", "major", "minor"}
-    assert [level.name for level in config.escalation.levels][:2] == ["L1 support", "L2 support"]
+    # Seed 003's path ships enabled, recording only until targets are configured.
+    assert config.escalation.enabled
+    assert [level.name for level in config.escalation.levels][:3] == [
+        "Tier 1",
+        "Tier 2",
+        "Engineering",
+    ]
+    assert not any(level.has_targets for level in config.escalation.levels)
 
 
 def test_shipped_config_validates_on_a_fresh_machine_without_secrets() -> None:

@@ -139,9 +139,14 @@ def check_config(context: CliContext) -> None:
     """Validate the config without touching the network.
 
     Prints every problem on its own line with its key path and exits 2, or prints a
-    one-line summary and exits 0.
+    one-line summary and exits 0. Warnings (escalation levels that tell nobody) go to
+    stderr and leave the exit code 0.
     """
+    from ccwatch.sla import escalation_warnings
+
     config = context.load()
+    for warning in escalation_warnings(config.escalation):
+        click.echo(f"{context.config_path}: warning: {warning}", err=True)
     click.echo(f"{context.config_path}: OK, {config.summary()}")
 
 

@@ -417,6 +417,7 @@ def _earliest(*instants: datetime | None) -> datetime | None:
 # --- escalation --------------------------------------------------------------------
 
 Trigger = Literal[
+    "opened",
     "first_response_warning",
     "first_response_breach",
     "resolution_warning",
@@ -425,12 +426,64 @@ Trigger = Literal[
     "rca_breach",
 ]
 
+DEFAULT_RECURRENCE_WINDOW = timedelta(days=7)
+
+
+class EscalationWhen(StrictModel):
+    """``when:`` of a level: incident properties that must all match (each list: any of).
+
+    ``recurrence_count_at_least: N`` matches an incident whose component's fault came
+    back at least N times within ``escalation.recurrence_window`` (see ``IncidentFacts``).
+    """
+
+    severity: list[SeverityName] | None = None
+    component: list[str] | None = None
+    kind: list[str] | None = None
+    recurrence_count_at_least: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> EscalationWhen:
+        for name in ("severity", "component", "kind"):
+            if getattr(self, name) == []:
+                raise ValueError(f"`{name}:` lists nothing; leave it out to match any")
+        return self
+
+    def matches(self, severity: Severity, facts: IncidentFacts | None) -> bool:
+        """Whether an incident matches. Without ``facts`` only ``severity`` can match:
+        a condition on component, kind or recurrences is then not met."""
+        if self.severity is not None and severity not in self.severity:
+            return False
+        needs_facts = (
+            self.component is not None
+            or self.kind is not None
+            or self.recurrence_count_at_least is not None
+        )
+        if not needs_facts:
+            return True
+        if facts is None:
+            return False
+        if self.component is not None and facts.component not in self.component:
+            return False
+        if self.kind is not None and facts.kind not in self.kind:
+            return False
+        return (
+            self.recurrence_count_at_least is None
+            or facts.recurrences >= self.recurrence_count_at_least
+        )
+
 
 class EscalationLevel(StrictModel):
-    """One step of the path: who is told, and when."""
+    """One step of the path: who is told, and when.
+
+    ``trigger: opened`` fires as soon as the incident is open (not yet over) and its
+    ``when:`` matches — at the open, or later when it starts to match (a reopen that
+    makes it a recurrence). A level without ``trigger`` needs a ``when:`` and means
+    ``opened``. A level with neither ``email`` nor ``upstream`` is recorded in the
+    timeline and the metrics only (``check-config`` warns).
+    """
 
     name: str = Field(min_length=1, description="e.g. 'L2 support', 'COO'")
-    trigger: Trigger
+    trigger: Trigger | None = None
     warn_at: float = Field(
         0.8, gt=0, lt=1, description="fraction of the target for *_warning triggers"
     )
@@ -438,25 +491,44 @@ class EscalationLevel(StrictModel):
     severities: list[SeverityName] = Field(
         default_factory=lambda: [Severity.MINOR, Severity.MAJOR, Severity.CRITICAL]
     )
+    when: EscalationWhen | None = None
     email: list[str] = Field(default_factory=list, description="addresses told directly")
     upstream: str | None = Field(None, description="a `tickets:` upstream name to notify")
 
     @model_validator(mode="after")
-    def _has_target(self) -> EscalationLevel:
-        if not self.email and not self.upstream:
-            raise ValueError(f"level {self.name!r} needs `email:` addresses or an `upstream:`")
-        if self.trigger.endswith("_warning") and self.after:
+    def _consistent(self) -> EscalationLevel:
+        if self.trigger is None and self.when is None:
+            raise ValueError(
+                f"level {self.name!r} needs a `trigger:` (or a `when:`, which then fires at open)"
+            )
+        if not self.effective_trigger.endswith("_breach") and self.after:
             raise ValueError(f"level {self.name!r}: `after` applies to *_breach triggers only")
         return self
 
     @property
-    def clock(self) -> ClockKind:
-        kind, _, _ = self.trigger.rpartition("_")
+    def effective_trigger(self) -> Trigger:
+        return self.trigger if self.trigger is not None else "opened"
+
+    @property
+    def clock(self) -> ClockKind | None:
+        """The SLA clock the trigger watches (None for ``opened``)."""
+        if self.effective_trigger == "opened":
+            return None
+        kind, _, _ = self.effective_trigger.rpartition("_")
         return kind  # type: ignore[return-value]
 
     @property
     def is_warning(self) -> bool:
-        return self.trigger.endswith("_warning")
+        return self.effective_trigger.endswith("_warning")
+
+    @property
+    def has_targets(self) -> bool:
+        return bool(self.email) or self.upstream is not None
+
+    def matches(self, severity: Severity, facts: IncidentFacts | None) -> bool:
+        if severity not in self.severities:
+            return False
+        return self.when is None or self.when.matches(severity, facts)
 
 
 class EscalationConfig(StrictModel):
@@ -468,6 +540,10 @@ class EscalationConfig(StrictModel):
         timedelta(minutes=30),
         description="re-send an unacknowledged critical incident this often (null: never)",
     )
+    recurrence_window: Duration = Field(
+        DEFAULT_RECURRENCE_WINDOW,
+        description="how far back `when: {recurrence_count_at_least: N}` counts",
+    )
 
     @field_validator("repeat_interval")
     @classmethod
@@ -476,11 +552,26 @@ class EscalationConfig(StrictModel):
             raise ValueError("must be greater than 0 (null: never)")
         return value
 
+    @field_validator("recurrence_window")
+    @classmethod
+    def _positive_window(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be greater than 0")
+        return value
+
     @model_validator(mode="after")
     def _unique_names(self) -> EscalationConfig:
         if twice := repeated(level.name for level in self.levels):
             raise ValueError(f"levels: names must be unique, {', '.join(twice)} repeats")
         return self
+
+    @property
+    def counts_recurrences(self) -> bool:
+        """Whether a level matches on recurrences (the caller then counts them)."""
+        return self.enabled and any(
+            level.when is not None and level.when.recurrence_count_at_least is not None
+            for level in self.levels
+        )
 
 
 def escalation_problems(
@@ -506,6 +597,32 @@ def escalation_problems(
     return problems
 
 
+def escalation_warnings(escalation: EscalationConfig) -> list[str]:
+    """Levels that are enabled but tell nobody (they are only recorded): one line each."""
+    if not escalation.enabled:
+        return []
+    return [
+        f"escalation -> levels -> {position}: no targets (email or upstream); "
+        "the step is only recorded"
+        for position, level in enumerate(escalation.levels, start=1)
+        if not level.has_targets
+    ]
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """What ``when:`` may match besides severity; the caller reads them from the store.
+
+    ``recurrences``: how often the component's fault came back within the recurrence
+    window — its other incidents that ended in the window, plus the reopens of its
+    incidents (``reopen_count``). The third occurrence in the window is recurrence 2.
+    """
+
+    component: str
+    kind: str
+    recurrences: int = 0
+
+
 @dataclass(frozen=True)
 class EscalationStep:
     """A level whose trigger has fired for an incident and that was not sent yet."""
@@ -513,11 +630,15 @@ class EscalationStep:
     level: int  # 1-based position in the path
     name: str
     trigger: Trigger
-    clock: ClockKind
+    clock: ClockKind | None  # None for `opened`
     due_at: datetime  # when the trigger fired (business-time exact)
-    clock_due_at: datetime
+    clock_due_at: datetime | None
     email: tuple[str, ...]
     upstream: str | None
+
+    @property
+    def has_targets(self) -> bool:
+        return bool(self.email) or self.upstream is not None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -526,7 +647,7 @@ class EscalationStep:
             "trigger": self.trigger,
             "clock": self.clock,
             "triggered_at": self.due_at.isoformat(),
-            "clock_due_at": self.clock_due_at.isoformat(),
+            "clock_due_at": self.clock_due_at.isoformat() if self.clock_due_at else None,
             "email": list(self.email),
             "upstream": self.upstream,
         }
@@ -538,17 +659,22 @@ def escalations_due(
     incident: IncidentTimes,
     now: datetime,
     already_sent: Iterable[str] = (),
+    facts: IncidentFacts | None = None,
 ) -> list[EscalationStep]:
-    """Steps whose trigger time has come while their clock was running, not yet sent,
+    """Steps whose trigger time has come while their clock was running (``opened``:
+    while the incident is not over), whose ``severities``/``when`` match, not yet sent,
     in path order. A clock stopped before a trigger fired never fires it."""
     if not escalation.enabled:
         return []
     sent = set(already_sent)
     by_kind = {clock.kind: clock for clock in clocks(sla, incident, now)}
-    calendar = sla.calendar(incident.severity)
     steps: list[EscalationStep] = []
     for position, level in enumerate(escalation.levels, start=1):
-        if level.name in sent or incident.severity not in level.severities:
+        if level.name in sent or not level.matches(incident.severity, facts):
+            continue
+        if level.clock is None:  # `opened`: at the open, while the incident is not over
+            if incident.resolved_at is None and now >= incident.opened_at:
+                steps.append(_step(position, level, incident.opened_at, None))
             continue
         clock = by_kind.get(level.clock)
         if clock is None:
@@ -556,19 +682,24 @@ def escalations_due(
         threshold = clock.target * level.warn_at if level.is_warning else clock.target + level.after
         if clock.elapsed < threshold:
             continue
-        steps.append(
-            EscalationStep(
-                level=position,
-                name=level.name,
-                trigger=level.trigger,
-                clock=level.clock,
-                due_at=calendar.due_after(clock.started_at, threshold),
-                clock_due_at=clock.due_at,
-                email=tuple(level.email),
-                upstream=level.upstream,
-            )
-        )
+        fired_at = sla.calendar(incident.severity).due_after(clock.started_at, threshold)
+        steps.append(_step(position, level, fired_at, clock.due_at))
     return steps
+
+
+def _step(
+    position: int, level: EscalationLevel, due_at: datetime, clock_due_at: datetime | None
+) -> EscalationStep:
+    return EscalationStep(
+        level=position,
+        name=level.name,
+        trigger=level.effective_trigger,
+        clock=level.clock,
+        due_at=due_at,
+        clock_due_at=clock_due_at,
+        email=tuple(level.email),
+        upstream=level.upstream,
+    )
 
 
 # --- reminders ---------------------------------------------------------------------

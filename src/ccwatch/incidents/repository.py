@@ -593,3 +593,23 @@ def component_history(
         (site, component, since, limit),
     ).fetchall()
     return [Incident.from_row(row) for row in rows]
+
+
+def recurrence_count(
+    conn: sqlite3.Connection, site: str, component: str, since: float, incident_id: str
+) -> int:
+    """How often site+component's fault came back since ``since`` (escalation ``when:``):
+    its other incidents that ended since then (resolved, or expired by ``updated_at``)
+    plus the reopens (``data.reopen_count``) of its incidents still open or ended since."""
+    row = conn.execute(
+        "SELECT"
+        " COALESCE(SUM(CASE WHEN id != ? AND state IN ('resolved', 'expired')"
+        " THEN 1 ELSE 0 END), 0),"
+        " COALESCE(SUM(COALESCE(json_extract(data, '$.reopen_count'), 0)), 0)"
+        " FROM incidents WHERE site = ? AND component = ? AND ("
+        f"{_NOT_CLOSED}"
+        " OR (state = 'resolved' AND resolved_at >= ?)"
+        " OR (state = 'expired' AND updated_at >= ?))",
+        (incident_id, site, component, since, since),
+    ).fetchone()
+    return int(row[0]) + int(row[1])

@@ -41,6 +41,7 @@ from ccwatch.sla import (
     Clock,
     EscalationConfig,
     EscalationStep,
+    IncidentFacts,
     IncidentTimes,
     SlaConfig,
     clocks,
@@ -267,7 +268,7 @@ class SlaWatcher:
         )
         await self._remind(incidents, at)
         await self._draft_rcas(incidents, at)
-        if not self.sla.enabled:
+        if not self.sla.enabled and not self.escalation.enabled:
             return []
         sent: list[str] = []
         seen: set[str] = set()
@@ -283,8 +284,11 @@ class SlaWatcher:
                 self._clocks.pop(incident.id, None)
             already = _sent_names(incident)
             breaches = [c for c in running if c.breached and f"breach:{c.kind}" not in already]
-            steps = escalations_due(self.sla, self.escalation, times, moment, set(already))
+            facts = await self._facts(incident, at, already)
+            steps = escalations_due(self.sla, self.escalation, times, moment, set(already), facts)
             due = {f"{kind}_due": _epoch(clock_due(running, kind)) for kind in CLOCK_KINDS}
+            if not self.sla.enabled:  # `opened` levels only; the stored due times stay
+                due = {key: getattr(incident, key) for key in due}
             if not breaches and not steps and _same_due(incident, due):
                 continue
             await self._write(incident, breaches, steps, due, at, already, sent)
@@ -293,6 +297,24 @@ class SlaWatcher:
             self._clocks.pop(incident_id, None)
         self._publish_remaining()
         return sent
+
+    async def _facts(self, incident: Incident, now: float, already: list[str]) -> IncidentFacts:
+        """What ``when:`` matches; recurrences are counted (one query) only while a level
+        that asks for them is still unsent for this incident."""
+        recurrences = 0
+        if any(
+            level.when is not None
+            and level.when.recurrence_count_at_least is not None
+            and level.name not in already
+            for level in self.escalation.levels
+        ):
+            since = now - self.escalation.recurrence_window.total_seconds()
+            recurrences = await self.store.run(
+                lambda c: repository.recurrence_count(
+                    c, incident.site, incident.component, since, incident.id
+                )
+            )
+        return IncidentFacts(incident.component, incident.kind, recurrences)
 
     async def _draft_rcas(self, incidents: Sequence[Incident], now: float) -> None:
         """Write the RCA draft of a resolved incident that needs one, once."""
@@ -409,10 +431,12 @@ class SlaWatcher:
             sent_names.append(step.name)
             targets = self._targets(step)
             kind = "warning" if step.trigger.endswith("_warning") else step.trigger
-            detail = (
-                f"{step.name} ({step.trigger.replace('_', ' ')}), "
-                f"notified: {', '.join([*step.email, *targets]) or 'nobody'}"
-            )
+            why = step.trigger.replace("_", " ")
+            if step.has_targets:
+                notified = ", ".join([*step.email, *targets]) or "nobody"
+                detail = f"{step.name} ({why}), notified: {notified}"
+            else:  # a default path level whose targets are not configured yet
+                detail = f"escalated to {step.name} (no targets configured): {why}"
             await notes.note(
                 incident.id,
                 "sla_escalation",
