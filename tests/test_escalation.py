@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 from ccwatch.config import load_config, validate_data
 from ccwatch.errors import ConfigError
 from ccwatch.severity import Severity
-from ccwatch.sla import EscalationConfig, IncidentTimes, SlaConfig, escalations_due
+from ccwatch.sla import (
+    EscalationConfig,
+    EscalationStep,
+    IncidentFacts,
+    IncidentTimes,
+    SlaConfig,
+    escalation_warnings,
+    escalations_due,
+)
 
 OPENED = datetime(2026, 11, 23, 10, tzinfo=UTC)  # Monday
 SLA = SlaConfig()  # seed 004: first response 90 min, critical resolution 6 h (24x5)
@@ -49,8 +58,8 @@ TIERS = validate_data(
 )
 
 
-def names(steps: list[object]) -> list[str]:
-    return [step.name for step in steps]  # type: ignore[attr-defined]
+def names(steps: Sequence[EscalationStep]) -> list[str]:
+    return [step.name for step in steps]
 
 
 def test_levels_fire_in_order_as_time_passes() -> None:
@@ -157,3 +166,101 @@ def test_escalation_targets_are_checked_against_tickets_and_email(tmp_path: Path
     text = "\n".join(caught.value.problems)
     assert "escalation -> levels -> 1 -> upstream: no enabled upstream named 'pagerduty'" in text
     assert "escalation -> levels -> 2 -> email: mailing needs the top-level `email:`" in text
+
+
+# --- `when:` and `trigger: opened` --------------------------------------------------
+
+BY_FACTS = validate_data(
+    EscalationConfig,
+    {
+        "levels": [
+            {"name": "ACD critical", "when": {"severity": ["critical"], "component": ["acd"]}},
+            {"name": "checklist", "trigger": "opened", "when": {"kind": ["checklist"]}},
+            {"name": "recurring", "when": {"recurrence_count_at_least": 3}},
+            {
+                "name": "late recurring",
+                "trigger": "first_response_breach",
+                "when": {"recurrence_count_at_least": 1},
+                "email": ["eng@example.com"],
+            },
+        ]
+    },
+    "escalation",
+)
+
+
+def test_opened_levels_fire_at_the_open_when_their_properties_match() -> None:
+    incident = IncidentTimes(Severity.CRITICAL, OPENED)
+    acd = IncidentFacts("acd", "production_loss", recurrences=0)
+    (step,) = escalations_due(SLA, BY_FACTS, incident, OPENED, facts=acd)
+    assert (step.name, step.trigger, step.clock, step.due_at) == (
+        "ACD critical",
+        "opened",
+        None,
+        OPENED,
+    )
+    assert step.clock_due_at is None and step.as_dict()["clock_due_at"] is None
+    assert not step.has_targets
+    major = IncidentTimes(Severity.MAJOR, OPENED)
+    assert names(escalations_due(SLA, BY_FACTS, major, OPENED, facts=acd)) == []
+    ivr = IncidentFacts("ivr", "checklist", recurrences=3)
+    assert names(escalations_due(SLA, BY_FACTS, incident, OPENED, facts=ivr)) == [
+        "checklist",
+        "recurring",
+    ]
+
+
+def test_conditions_on_facts_are_not_met_without_facts() -> None:
+    incident = IncidentTimes(Severity.CRITICAL, OPENED)
+    assert escalations_due(SLA, BY_FACTS, incident, OPENED + timedelta(days=1)) == []
+
+
+def test_an_opened_level_does_not_fire_once_the_incident_is_over() -> None:
+    over = IncidentTimes(Severity.CRITICAL, OPENED, resolved_at=OPENED + timedelta(minutes=5))
+    facts = IncidentFacts("acd", "checklist", recurrences=5)
+    assert escalations_due(SLA, BY_FACTS, over, OPENED + timedelta(minutes=6), facts=facts) == []
+
+
+def test_when_also_filters_clock_triggers() -> None:
+    incident = IncidentTimes(Severity.MINOR, OPENED)
+    late = OPENED + timedelta(minutes=90)
+    first = IncidentFacts("dialer", "production_loss", recurrences=0)
+    again = IncidentFacts("dialer", "production_loss", recurrences=1)
+    assert names(escalations_due(SLA, BY_FACTS, incident, late, facts=first)) == []
+    assert names(escalations_due(SLA, BY_FACTS, incident, late, facts=again)) == ["late recurring"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(list(Severity)[1:]),
+    st.sampled_from(["acd", "ivr", "dialer"]),
+    st.sampled_from(["production_loss", "checklist", "retention"]),
+    st.integers(min_value=0, max_value=10),
+    st.integers(min_value=0, max_value=10),
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=10)),
+)
+def test_more_recurrences_never_send_less(
+    severity: Severity, component: str, kind: str, one: int, two: int, elapsed: timedelta
+) -> None:
+    fewer, more = sorted((one, two))
+    incident = IncidentTimes(severity, OPENED)
+    now = OPENED + elapsed
+
+    def due(recurrences: int) -> set[str]:
+        facts = IncidentFacts(component, kind, recurrences)
+        return set(names(escalations_due(SLA, BY_FACTS, incident, now, facts=facts)))
+
+    assert due(fewer) <= due(more)
+    assert ("recurring" in due(more)) == (more >= 3)
+    assert ("ACD critical" in due(more)) == (severity is Severity.CRITICAL and component == "acd")
+
+
+def test_levels_without_targets_are_valid_and_warned_about() -> None:
+    assert escalation_warnings(BY_FACTS) == [
+        f"escalation -> levels -> {n}: no targets (email or upstream); the step is only recorded"
+        for n in (1, 2, 3)
+    ]
+    off = BY_FACTS.model_copy(update={"enabled": False})
+    assert escalation_warnings(off) == []
+    assert escalation_warnings(TIERS) == []
+    assert BY_FACTS.counts_recurrences and not TIERS.counts_recurrences
