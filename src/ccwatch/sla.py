@@ -10,10 +10,13 @@ Three parts, each usable on its own:
 - ``SlaConfig`` (``sla:`` in config.yaml): per severity, the first-response,
   resolution and RCA targets and the calendar they run on. ``clocks(...)`` turns an
   incident's timestamps into its running/stopped/breached clocks.
-- ``EscalationConfig`` (``escalation:``): ordered levels (L1 → L2 → engineering, or
-  CSM → COO → CEO), each with a trigger and targets. ``escalations_due(...)`` returns
-  the steps that are due and not yet sent; the caller records each step it sends and
-  passes the recorded names back, so a step is sent once, across restarts.
+- ``EscalationConfig`` (``escalation:``): ordered levels (Tier 1 → Tier 2 →
+  engineering, or CSM → COO → CEO), each with a trigger (an SLA clock's warning or
+  breach, or ``opened``), optional ``when:`` conditions on the incident (severity,
+  component, kind, recurrences: ``IncidentFacts``, read by the caller) and targets (none:
+  the step is only recorded). ``escalations_due(...)`` returns the steps that are due
+  and not yet sent; the caller records each step it sends and passes the recorded names
+  back, so a step is sent once, across restarts.
 
 Defaults are seed 004's standard plan: first response 90 min on a 24x5 calendar,
 resolution critical 6 h / major 48 h / minor none, RCA for critical 72 h after
