@@ -300,12 +300,14 @@ class SlaWatcher:
 
     async def _facts(self, incident: Incident, now: float, already: list[str]) -> IncidentFacts:
         """What ``when:`` matches; recurrences are counted (one query) only while a level
-        that asks for them is still unsent for this incident."""
+        that asks for them is unsent and can still fire (``opened``: not after the
+        incident is over)."""
         recurrences = 0
-        if any(
+        if self.escalation.enabled and any(
             level.when is not None
             and level.when.recurrence_count_at_least is not None
             and level.name not in already
+            and (level.clock is not None or incident.resolved_at is None)
             for level in self.escalation.levels
         ):
             since = now - self.escalation.recurrence_window.total_seconds()
