@@ -266,7 +266,7 @@ def parse_timestamp(value: object) -> float:
             raise PayloadError("schema", "ts is out of range (after year 9999 in any unit)")
         seconds = float(value)
         for above, scale in EPOCH_SCALES:
-            if seconds > above:
+            if seconds >= above:
                 return seconds * scale
         return seconds
     if isinstance(value, str):
