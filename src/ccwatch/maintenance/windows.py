@@ -67,9 +67,7 @@ class Recurring:
         while fire is not None and fire.timestamp() <= until:
             start = fire.timestamp()
             if start + length > since:
-                found.append(
-                    Window(self.id, self.components, start, start + length, self.reason)
-                )
+                found.append(Window(self.id, self.components, start, start + length, self.reason))
             fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
         return found
 
