@@ -278,3 +278,45 @@ def test_an_exempt_incidents_clocks_stop_at_the_exemption(exempt_after: int, lat
     # Clocks of an incident opened in a window start when it was opened upstream.
     held = IncidentTimes(Severity.CRITICAL, opened, sla_start=exempt)
     assert all(c.started_at == exempt for c in clocks(SlaConfig(), held, now))
+
+
+# --- the command line (no daemon listening: the state database directly) ------------
+
+
+def test_maintenance_cli_add_list_end_without_a_daemon(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ccwatch.cli import cli
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "site: blr1\n"
+        f"state: {{path: {tmp_path / 'state.db'}}}\n"
+        "http: {listen: '127.0.0.1:9'}\n"
+        "maintenance:\n"
+        "  - {components: [ivr], cron: '0 3 * * *', duration: 1h, reason: nightly IVR}\n"
+    )
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["-c", str(config), *args])
+        return result.exit_code, result.output
+
+    code, out = run(
+        "maintenance", "add", "--component", "acd", "--for", "30m", "--reason", "ACD patch"
+    )
+    assert code == 0, out
+    assert "ACD patch" in out and "acd" in out
+    window_id = out.split("added: ")[1].split()[0]
+    code, out = run("maintenance", "list")
+    assert code == 0, out
+    active = out.split("active:")[1].split("upcoming:")[0]
+    assert window_id in active and "ACD patch" in active
+    assert "nightly IVR" in out  # the scheduled one, active or upcoming
+    code, out = run("maintenance", "add", "--component", "nosuch", "--for", "5m", "--reason", "x")
+    assert code == 2 and "unknown component" in out
+    code, out = run("maintenance", "end", window_id)
+    assert code == 0, out
+    code, out = run("maintenance", "list")
+    assert window_id in out.split("ended:")[1]
+    code, out = run("maintenance", "end", "nosuch")
+    assert code == 3
