@@ -63,6 +63,13 @@ def test_maintenance_window_holds_back_and_releases(
     window_id = added.json()["id"]
     listing = daemon.get("/api/maintenance").json()
     assert [w["id"] for w in listing["active"]] == [window_id]
+    page = daemon.get("/maintenance")
+    assert page.status_code == 200 and f'data-window="{window_id}"' in page.text
+    assert "ACD patch" in page.text
+    overview = daemon.get("/").text
+    assert "in maintenance" in overview
+    tiles = daemon.get("/api/overview").json()["components"]
+    assert [t["maintenance"]["id"] for t in tiles if t["component"] == "acd"] == [window_id]
 
     publisher.send("acd", agents(0))  # resolves during the window: still sent
     wait_until(lambda: "resolve" in events_of(receiver, first["id"]), timeout=20)
@@ -76,6 +83,8 @@ def test_maintenance_window_holds_back_and_releases(
     shown = daemon.get(f"/api/incidents/{inside['id']}").json()
     assert shown["in_maintenance"] is True and shown["upstream_deferred"] is True
     assert shown["maintenance"]["reason"] == "ACD patch"
+    page = daemon.get(f"/incidents/{inside['id']}").text
+    assert "in maintenance" in page and "not sent upstream" in page
     publisher.send("acd", agents(0))
     wait_until(lambda: (i := newest()) and i["state"] == "resolved", timeout=20)
 
@@ -108,3 +117,6 @@ def test_maintenance_window_holds_back_and_releases(
     # Nothing of the incident that opened and resolved inside the window went out.
     assert events_of(receiver, inside["id"]) == []
     assert events_of(receiver, first["id"]) == ["open", "resolve"]
+    # The window is over: no badge any more.
+    tiles = daemon.get("/api/overview").json()["components"]
+    assert [t["maintenance"] for t in tiles if t["component"] == "acd"] == [None]
