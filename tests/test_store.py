@@ -95,6 +95,7 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
             "scheduler": 1,
             "checklists": 1,
             "history": 1,
+            "maintenance": 1,
             "extra": 1,
         }
         jobs = store.run_sync(lambda c: c.execute("SELECT job FROM scheduler_runs").fetchall())

@@ -116,7 +116,10 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
 
     health = StateHealth(runtime.store, runtime.readiness, runtime.registry)
     services["state_health"] = health.run()
-    configure_incident_service(incidents, config, on_change, on_write_failure=health.wake)
+    runtime.maintenance.refresh_sync(runtime.store, runtime.clock())
+    configure_incident_service(
+        incidents, config, on_change, on_write_failure=health.wake, calendar=runtime.maintenance
+    )
 
     # The core loop: MQTT -> pipeline -> incident service, and the ticker.
     pipeline = build_pipeline(config, incidents, runtime.registry, runtime.clock)

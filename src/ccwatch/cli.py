@@ -69,6 +69,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str] | Callable[[], click.Command]] = {
     "checklist": ("ccwatch.commands.checklists", "checklist_group"),
     "classify": ("ccwatch.commands.incidents", "classify"),
     "incidents": _incidents_with_ack,
+    "maintenance": ("ccwatch.commands.maintenance", "maintenance"),
     "retention": ("ccwatch.commands.retention", "retention"),
     "simulate": ("ccwatch.ingest.simulate", "simulate"),
     "tickets": ("ccwatch.commands.tickets", "tickets_group"),

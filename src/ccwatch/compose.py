@@ -21,6 +21,9 @@ from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
 from ccwatch.ingest.mqtt import MqttSource
 from ccwatch.ingest.pipeline import Pipeline
+from ccwatch.maintenance.config import schedules
+from ccwatch.maintenance.store import MIGRATIONS as MAINTENANCE_MIGRATIONS
+from ccwatch.maintenance.store import MaintenanceCalendar
 from ccwatch.readiness import Readiness
 from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
@@ -34,6 +37,7 @@ MIGRATIONS: tuple[Migrations, ...] = (
     SCHEDULER_MIGRATIONS,
     CHECKLIST_MIGRATIONS,
     HISTORY_MIGRATIONS,
+    MAINTENANCE_MIGRATIONS,
 )
 
 
@@ -115,10 +119,17 @@ def configure_incident_service(
     config: Config,
     on_change: OnChange = _ignore,
     on_write_failure: Callable[[], None] = _nothing,
+    calendar: MaintenanceCalendar | None = None,
 ) -> IncidentService:
     """Give the service the (re)loaded config's settings and hooks. Bodies are redacted
-    before they are stored, with the configured secrets."""
+    before they are stored, with the configured secrets. ``calendar`` (the runtime's)
+    gets the config's scheduled windows; without one the service gets its own, with the
+    ad-hoc windows of the store."""
     redactor = configure_redaction(secrets_from_config(config))
+    if calendar is None:
+        calendar = MaintenanceCalendar()
+        calendar.refresh_sync(service.store, service.clock())
+    calendar.scheduled = schedules(config.maintenance)
     service.reconfigure(
         incident_settings(config),
         body_extras=SlaBody(config.sla),
@@ -126,6 +137,7 @@ def configure_incident_service(
         on_change=on_change,
         on_write_failure=on_write_failure,
         redact=redactor.value,
+        maintenance=calendar.hook,
     )
     return service
 

@@ -31,6 +31,7 @@ from ccwatch.config_errors import validate_data as validate_data
 from ccwatch.configbase import StrictModel, TimeZone, repeated
 from ccwatch.errors import ConfigError
 from ccwatch.incidents.config import IncidentsConfig
+from ccwatch.maintenance.config import MaintenanceWindowConfig
 from ccwatch.notify.config import EmailConfig as EmailConfig
 from ccwatch.retention.config import RetentionConfig
 from ccwatch.settings import (
@@ -85,6 +86,7 @@ class Config(StrictModel):
     components: dict[str, ComponentConfig] = Field(default_factory=_default_components)
     classification: ClassificationConfig = ClassificationConfig()
     incidents: IncidentsConfig = IncidentsConfig()
+    maintenance: list[MaintenanceWindowConfig] = Field(default_factory=list)
     tickets: list[TicketUpstream] = Field(default_factory=list)
     email: EmailConfig | None = None
     sla: SlaConfig = Field(SlaConfig(), validate_default=True)

@@ -33,6 +33,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccwatch.api import incidents as incidents_api
+from ccwatch.api import maintenance as maintenance_api
 from ccwatch.api import tickets as tickets_api
 from ccwatch.configbase import read_secret
 from ccwatch.metrics import exposition
@@ -177,6 +178,7 @@ def build_app(runtime: Runtime) -> web.Application:
     pages.add_routes(app)  # / /incidents[/id] /checklists /api/overview /api/checklists
     incidents_api.add_routes(app)
     tickets_api.add_routes(app)  # POST /api/incidents/<id>/ack
+    maintenance_api.add_routes(app)  # /api/maintenance, POST /api/incidents/<id>/exempt
     return app
 
 

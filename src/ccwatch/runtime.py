@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from ccwatch.config import Config
 from ccwatch.history import LossRecorder
 from ccwatch.incidents.service import IncidentService
+from ccwatch.maintenance.store import MaintenanceCalendar
 from ccwatch.readiness import Readiness
 from ccwatch.state import StateStore
 
@@ -33,3 +34,5 @@ class Runtime:
     # its latest readings.
     recorder: LossRecorder | None = None
     started_at: float = field(default_factory=time.time)
+    # Scheduled (config) and ad-hoc windows; the incident service asks it on every open.
+    maintenance: MaintenanceCalendar = field(default_factory=MaintenanceCalendar)

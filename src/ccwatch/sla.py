@@ -323,6 +323,11 @@ class IncidentTimes:
     silent_at: datetime | None = None
     # The RCA was deferred until this instant (``ccwatch incidents rca --deferred``).
     rca_due_at: datetime | None = None
+    # Opened inside a maintenance window: the clocks start when it was opened upstream.
+    sla_start: datetime | None = None
+    # Outside the SLA from here (``ccwatch incidents exempt``, or held back by a
+    # maintenance window): every clock is paused at this instant.
+    exempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -374,11 +379,17 @@ def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> lis
         return []
     targets = sla.targets(incident.severity)
     calendar = sla.calendar(incident.severity)
-    first_stop = _earliest(incident.acknowledged_at, incident.resolved_at, incident.silent_at)
+    exempt = incident.exempt_at
+    start = incident.opened_at
+    if incident.sla_start is not None and incident.sla_start > start:
+        start = incident.sla_start
+    first_stop = _earliest(
+        incident.acknowledged_at, incident.resolved_at, incident.silent_at, exempt
+    )
     spans: list[tuple[ClockKind, datetime | None, datetime | None]] = [
-        ("first_response", incident.opened_at, first_stop),
-        ("resolution", incident.opened_at, _earliest(incident.resolved_at, incident.silent_at)),
-        ("rca", incident.resolved_at, incident.rca_done_at),
+        ("first_response", start, first_stop),
+        ("resolution", start, _earliest(incident.resolved_at, incident.silent_at, exempt)),
+        ("rca", incident.resolved_at, _earliest(incident.rca_done_at, exempt)),
     ]
     result: list[Clock] = []
     for kind, started, stopped in spans:

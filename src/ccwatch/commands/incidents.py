@@ -359,6 +359,52 @@ def rca_command(
         click.echo(f"incident {found.id}: RCA deferred until {until}: {deferred}")
 
 
+@incidents.command("exempt")
+@click.argument("incident_id")
+@click.option("--reason", required=True, help="Why it is outside the SLA (e.g. customer hardware).")
+@click.option("--by", "by", default=None, help="Who records it [default: your user name].")
+def exempt_command(incident_id: str, reason: str, by: str | None) -> None:
+    """Take an incident out of the SLA: its clocks pause, event sla_exempt goes upstream.
+
+    Goes through the running daemon's API when one listens (POST
+    /api/incidents/<id>/exempt with the token of http.token_env/_file), else through an
+    incident service of its own.
+    """
+    import asyncio
+    import getpass
+
+    from ccwatch.commands.tickets import post_through_daemon
+    from ccwatch.errors import StateStoreError
+
+    config = _context().load()
+    who = by or getpass.getuser()
+    found = _with_store(lambda conn: repository.find_by_prefix(conn, incident_id))
+    if found is None:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND)
+    try:
+        payload = {"reason": reason, "by": who}
+        answer = post_through_daemon(config, found.id, "exempt", payload, "the exemption")
+        if answer is None:
+            from prometheus_client import CollectorRegistry
+
+            from ccwatch.compose import build_incident_service, open_state
+
+            store = open_state(config.state.path)
+            try:
+                service = build_incident_service(config, store, CollectorRegistry())
+                asyncio.run(service.exempt_sla(found.id, reason, who))
+            finally:
+                store.close()
+    except repository.UnknownIncidentError:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND) from None
+    except (ValueError, StateStoreError) as exc:
+        click.echo(f"ccwatch: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
+    click.echo(f"incident {found.id}: outside the SLA ({reason}); its SLA clocks are paused")
+
+
 @incidents.command("rca-draft")
 @click.argument("incident_id")
 def rca_draft_command(incident_id: str) -> None:

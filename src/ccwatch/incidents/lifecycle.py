@@ -758,3 +758,86 @@ class Lifecycle:
         incident = self.telemetry_incident
         resolved = replace(incident, state="resolved", updated_at=now, resolved_at=now)
         return Transition("resolved", resolved, now, incident.severity, "telemetry arrives again")
+
+
+# --- maintenance windows (docs/architecture.md, "Maintenance windows") ------------------
+
+DEFERRED_KEY = "upstream_deferred"  # incidents.data: opened inside a window, not sent yet
+RELEASE_CHANGE = "maintenance_ended"  # the deferred open, written when the window ended
+
+
+def _with(
+    transition: Transition,
+    *,
+    event: Event | None,
+    detail: str,
+    data: Mapping[str, Any] | None = None,
+) -> Transition:
+    return Transition(
+        transition.change,
+        transition.incident,
+        transition.at,
+        transition.previous_severity,
+        detail,
+        incident_id=transition.incident_id,
+        event=event,
+        updates=transition.updates,
+        data={**transition.data, **(data or {})},
+        targets=transition.targets,
+        extras=transition.extras,
+    )
+
+
+def maintenance_gate(
+    transition: Transition, *, deferred: bool, window: Mapping[str, Any] | None
+) -> Transition:
+    """What upstreams hear of ``transition`` given maintenance (pure).
+
+    - An ``open`` while the component is in ``window``: recorded with ``in_maintenance``
+      and the window, nothing sent (``upstream_deferred``; no SLA clock runs).
+    - Any event of a deferred incident (upstreams never heard of it): recorded only —
+      so one that ends inside the window sends nothing — except the release
+      (``maintenance_ended``, written as ``open`` once the window is over).
+    - An incident opened upstream before a window keeps every event, its resolve too.
+    """
+    event = transition.event
+    if event is None or transition.change == RELEASE_CHANGE:
+        return transition
+    if deferred:
+        return _with(
+            transition,
+            event=None,
+            detail=f"{transition.detail} (in maintenance: not sent upstream)".lstrip(),
+        )
+    if event is Event.OPEN and window is not None and transition.targets is None:
+        reason = str(window.get("reason") or "")
+        return _with(
+            transition,
+            event=None,
+            detail=(
+                f"{transition.detail} (in maintenance: {reason}; held back from upstream "
+                "until the window ends)"
+            ).lstrip(),
+            data={"in_maintenance": True, "maintenance": dict(window), DEFERRED_KEY: True},
+        )
+    return transition
+
+
+def release_after_maintenance(
+    incident: ActiveIncident, window: Mapping[str, Any] | None, now: float, started: str
+) -> Transition:
+    """The deferred ``open`` of an incident still active when its window ended."""
+    return Transition(
+        RELEASE_CHANGE,
+        None,
+        now,
+        incident.severity,
+        f"maintenance window over, incident still active: opened upstream (started {started})",
+        incident_id=incident.id,
+        event=Event.OPEN,
+        data={DEFERRED_KEY: False, "opened_upstream_at": now, "sla_start": now},
+        extras={
+            "started_at": started,
+            "opened_after_maintenance": dict(window) if window else True,
+        },
+    )

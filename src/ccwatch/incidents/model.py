@@ -168,6 +168,11 @@ class Incident:
             "sla": self.sla(),
             "seq": self.seq,
             "metrics": self.metrics,
+            # Maintenance windows and SLA exemption (README, "Maintenance windows").
+            "in_maintenance": bool(self.data.get("in_maintenance")),
+            "maintenance": self.data.get("maintenance"),
+            "upstream_deferred": bool(self.data.get("upstream_deferred")),
+            "sla_exempt": self.data.get("sla_exempt"),
         }
         if timeline is not None:
             body["timeline"] = [entry.to_api() for entry in timeline]

@@ -43,11 +43,14 @@ from ccwatch.incidents.events import BodyExtras, Upstream
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.incidents.lifecycle import (
     CLOSED_STATES,
+    DEFERRED_KEY,
     Lifecycle,
     LifecycleSettings,
     Observation,
     Transition,
+    maintenance_gate,
     new_incident_id,
+    release_after_maintenance,
 )
 from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.vocabulary import Event
@@ -58,6 +61,9 @@ from ccwatch.state import StateStore
 logger = logging.getLogger(__name__)
 
 OnChange = Callable[[Incident, str], None]
+# The maintenance window a component is in at an instant (a dict with id, reason, start,
+# end), or None: ``MaintenanceCalendar.hook``, given by the composition root.
+MaintenanceHook = Callable[[str, float], Mapping[str, Any] | None]
 Diagnostics = Callable[[Incident], Mapping[str, Any]]
 DIAGNOSTICS_TIMEOUT = 3.0
 
@@ -120,6 +126,7 @@ class IncidentService:
         on_write_failure: Callable[[], None] = lambda: None,
         redact: Callable[[Any], Any] | None = None,
         new_id: Callable[[], str] = new_incident_id,
+        maintenance: MaintenanceHook | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -132,6 +139,9 @@ class IncidentService:
         self.on_write_failure = on_write_failure
         self.redact = redact
         self._new_id = new_id
+        self.maintenance = maintenance
+        # Incidents opened inside a maintenance window and not yet sent upstream.
+        self._deferred: set[str] = set()
         self.metrics = shared_metrics(IncidentMetrics, registry)
         self.lifecycle = Lifecycle(settings.site, settings.lifecycle, new_id)
         # Unresolved incidents by id -> severity, for ccwatch_incidents_open.
@@ -156,6 +166,7 @@ class IncidentService:
         self.lifecycle = Lifecycle(site, self.settings.lifecycle, self._new_id)
         self.lifecycle.restore((i.as_active() for i in incidents), self.clock(), self.monotonic())
         self._open = {i.id: i.severity for i in incidents}
+        self._deferred = {i.id for i in incidents if i.data.get(DEFERRED_KEY)}
         self._update_open_gauge()
         if incidents:
             logger.info(
@@ -177,6 +188,7 @@ class IncidentService:
         on_change: OnChange = _ignore,
         on_write_failure: Callable[[], None] = lambda: None,
         redact: Callable[[Any], Any] | None = None,
+        maintenance: MaintenanceHook | None = None,
     ) -> None:
         """A (re)loaded config: new holds, routes and hooks apply from now; incidents go on."""
         self.settings = settings
@@ -186,6 +198,7 @@ class IncidentService:
         self.on_change = on_change
         self.on_write_failure = on_write_failure
         self.redact = redact
+        self.maintenance = maintenance
 
     async def wait_background(self) -> None:
         """Until the diagnostics being gathered are attached (tests, a clean stop)."""
@@ -213,6 +226,7 @@ class IncidentService:
         transitions = self.lifecycle.tick(at, self.monotonic() if mono is None else mono)
         if transitions:
             await self.apply(transitions)
+        await self.release_maintenance(at)
         return transitions
 
     async def run_ticker(self, interval: float = 1.0) -> None:
@@ -371,6 +385,65 @@ class IncidentService:
             now=at,
         )
 
+    async def exempt_sla(
+        self, incident_id: str, reason: str, by: str, now: float | None = None
+    ) -> Incident:
+        """Take the incident out of the SLA (e.g. customer hardware): its clocks pause
+        from now (``sla_exempt_at``), timeline ``sla_exempt``, event ``sla_exempt``.
+        Exempting twice keeps the first."""
+        at = self.clock() if now is None else now
+        text = reason.strip()
+        if not text:
+            raise ValueError("give the reason the incident is outside the SLA")
+        stored = await self.get(incident_id)
+        if stored is None:
+            raise repository.UnknownIncidentError(incident_id)
+        if stored.data.get("sla_exempt_at") is not None:
+            return stored
+        return await self.note(
+            incident_id,
+            "sla_exempt",
+            event=Event.SLA_EXEMPT,
+            detail=f"by {by}: {text}",
+            data={"sla_exempt_at": at, "sla_exempt": {"reason": text, "by": by, "at": at}},
+            extras={"sla_exempt": {"reason": text, "by": by, "at": rfc3339(at)}},
+            now=at,
+        )
+
+    async def release_maintenance(self, now: float | None = None) -> list[str]:
+        """Send the deferred ``open`` of each incident opened inside a maintenance window
+        whose window is over while it is still active; returns their ids."""
+        if not self._deferred:
+            return []
+        at = self.clock() if now is None else now
+        released: list[str] = []
+        async with self._settled:
+            try:
+                for incident in self.lifecycle.active():
+                    if incident.id not in self._deferred or self.lifecycle.pending(incident):
+                        continue
+                    if incident.state in CLOSED_STATES:
+                        continue
+                    hook = self.maintenance
+                    if hook is not None and hook(incident.component, at) is not None:
+                        continue
+                    stored = await self.get(incident.id)
+                    window = stored.data.get("maintenance") if stored is not None else None
+                    transition = release_after_maintenance(
+                        incident,
+                        window if isinstance(window, Mapping) else None,
+                        at,
+                        rfc3339(incident.opened_at) or "",
+                    )
+                    try:
+                        await self._write(transition)
+                    except IncidentWriteError:
+                        break
+                    released.append(incident.id)
+            finally:
+                self._settled.notify_all()
+        return released
+
     async def note_dead_letter(self, row: repository.OutboxRow, error: str) -> None:
         """An upstream refused an event for good: say so on the incident's timeline."""
         detail = (
@@ -408,6 +481,17 @@ class IncidentService:
 
     async def _write(self, transition: Transition) -> Incident:
         """The one write (call with the lock held): store, then lifecycle, then tell."""
+        proposed = transition
+        deferred = transition.incident_id in self._deferred
+        window = None
+        if (
+            not deferred
+            and self.maintenance is not None
+            and transition.event is Event.OPEN
+            and transition.incident is not None
+        ):
+            window = self.maintenance(transition.incident.component, transition.at)
+        transition = maintenance_gate(transition, deferred=deferred, window=window)
         hold = None
         wants_diagnostics = self.diagnostics is not None and transition.event is Event.OPEN
         if wants_diagnostics:
@@ -421,10 +505,10 @@ class IncidentService:
                 )
             )
         except repository.UnknownIncidentError:
-            self.lifecycle.abandon(transition)
+            self.lifecycle.abandon(proposed)
             raise
         except (sqlite3.Error, OSError, StateStoreError) as exc:
-            self.lifecycle.abandon(transition)
+            self.lifecycle.abandon(proposed)
             self.metrics.write_failures.inc()
             self.on_write_failure()
             logger.error(
@@ -439,9 +523,13 @@ class IncidentService:
             raise IncidentWriteError(str(exc)) from exc
         except BaseException:
             # A bug (or a cancellation) must not leave the incident pending for good.
-            self.lifecycle.abandon(transition)
+            self.lifecycle.abandon(proposed)
             raise
-        self.lifecycle.commit(transition)
+        self.lifecycle.commit(proposed)
+        if incident.data.get(DEFERRED_KEY):
+            self._deferred.add(incident.id)
+        else:
+            self._deferred.discard(incident.id)
         if transition.change not in ("loss", "sla_due"):
             self.metrics.changes.labels(change=transition.change).inc()
             logger.info(

@@ -30,6 +30,7 @@ class Event(StrEnum):
     REMINDER = "reminder"  # still unacknowledged critical: re-sent every repeat_interval
     RCA_DELIVERED = "rca_delivered"  # the RCA was delivered (stops the RCA clock)
     RCA_DEFERRED = "rca_deferred"  # the RCA waits (e.g. for debug data): new due time
+    SLA_EXEMPT = "sla_exempt"  # outside the SLA (e.g. customer hardware): clocks paused
 
 
 # Lifecycle changes (timeline names) and the event each sends; None: recorded only.
@@ -47,6 +48,10 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     "reminder": Event.REMINDER,
     "rca_delivered": Event.RCA_DELIVERED,
     "rca_deferred": Event.RCA_DEFERRED,
+    "sla_exempt": Event.SLA_EXEMPT,
+    # Opened inside a maintenance window and still active when it ended: the deferred
+    # open, sent then (its body carries the true start time).
+    "maintenance_ended": Event.OPEN,
     "loss": None,  # the loss figure moved: the record follows, nobody is told
     "refreshed": None,  # a job reported the same finding again
     "sla_due": None,  # due times (re)computed

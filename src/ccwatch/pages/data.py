@@ -198,6 +198,21 @@ def retention_runs(runtime: Runtime) -> list[dict[str, Any]]:
     return found
 
 
+def _window_of(runtime: Runtime, component: str, now: float) -> dict[str, Any] | None:
+    """The maintenance window ``component`` is in now (the tile's badge), or None."""
+    window = runtime.maintenance.window_for(component, now)
+    return None if window is None else window.as_dict()
+
+
+def maintenance_page(runtime: Runtime, now: float) -> dict[str, Any]:
+    """The ``/maintenance`` page's values: active, upcoming (7 days), recently ended."""
+    listing = runtime.maintenance.listing(now)
+    return {
+        "now": now,
+        **{name: [w.as_dict() for w in windows] for name, windows in listing.items()},
+    }
+
+
 async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     """The overview page's values (loss charts over the last 24 hours)."""
     config = runtime.config
@@ -239,6 +254,7 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
                 "nodata": age is None or age > stale_after,
                 "incident": None if incident is None else incident.id,
                 "incident_state": None if incident is None else incident.state,
+                "maintenance": _window_of(runtime, name, now),
                 "chart": loss_chart([(p.minute, p.loss) for p in points], start, end, thresholds),
             }
         )

@@ -119,6 +119,12 @@ async def checklists_api(request: web.Request) -> web.Response:
     return web.json_response(data.jsonable(await data.checklists_page(_runtime(request))))
 
 
+async def maintenance_page(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    values = data.maintenance_page(runtime, runtime.clock())
+    return html_response(render("maintenance.html", site=runtime.config.site, **values))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview_page)
     app.router.add_get("/api/overview", overview_api)
@@ -126,3 +132,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/incidents/{incident_id}", incident_page)
     app.router.add_get("/checklists", checklists_page)
     app.router.add_get("/api/checklists", checklists_api)
+    app.router.add_get("/maintenance", maintenance_page)  # JSON twin: api/maintenance.py

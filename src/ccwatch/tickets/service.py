@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
+from ccwatch.incidents.lifecycle import DEFERRED_KEY
 from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.rca import SIMILAR_LOOKBACK, ClockOutcome, needs_rca, rca_draft
 from ccwatch.incidents.service import IncidentService
@@ -82,6 +83,12 @@ def incident_times(incident: Incident) -> IncidentTimes:
         rca_done_at=_data_time(incident, "rca_done_at"),
         silent_at=_data_time(incident, "nodata_since") if silent else None,
         rca_due_at=_data_time(incident, "rca_deferred_until"),
+        sla_start=_data_time(incident, "sla_start"),
+        exempt_at=(
+            _dt(incident.opened_at)
+            if incident.data.get(DEFERRED_KEY)
+            else _data_time(incident, "sla_exempt_at")
+        ),
     )
 
 
@@ -347,6 +354,8 @@ class SlaWatcher:
         if interval is None:
             return
         for incident in incidents:
+            if incident.data.get(DEFERRED_KEY):
+                continue  # held back by a maintenance window: nobody was paged yet
             last = incident.data.get(REMINDER_KEY)
             last_at = float(last) if isinstance(last, int | float) else None
             if not reminder_due(

@@ -73,6 +73,7 @@ class AlertmanagerAdapter(Adapter):
         Event.REMINDER: "fire",
         Event.RCA_DELIVERED: IGNORE,  # after the resolution: nothing fires any more
         Event.RCA_DEFERRED: IGNORE,
+        Event.SLA_EXEMPT: IGNORE,
     }
 
     def __init__(self, config: AlertmanagerUpstream, context: AdapterContext) -> None:

@@ -56,6 +56,7 @@ _VERBS: dict[Event, str] = {
     Event.REMINDER: "reminder",
     Event.RCA_DELIVERED: "RCA delivered",
     Event.RCA_DEFERRED: "RCA deferred",
+    Event.SLA_EXEMPT: "SLA exempt",
 }
 
 

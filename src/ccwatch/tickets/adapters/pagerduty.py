@@ -69,6 +69,7 @@ ACTIONS: dict[Event, str] = {
     Event.REMINDER: "trigger",
     Event.RCA_DELIVERED: IGNORE,  # after the resolution: a trigger would open a new alert
     Event.RCA_DEFERRED: IGNORE,
+    Event.SLA_EXEMPT: IGNORE,
 }
 
 

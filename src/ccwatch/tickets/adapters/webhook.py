@@ -69,6 +69,7 @@ class WebhookAdapter(Adapter):
         Event.REMINDER: "post",
         Event.RCA_DELIVERED: "post",
         Event.RCA_DEFERRED: "post",
+        Event.SLA_EXEMPT: "post",
     }
 
     def __init__(self, config: WebhookUpstream, context: AdapterContext) -> None:
