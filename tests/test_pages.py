@@ -25,6 +25,7 @@ from ccwatch import history
 from ccwatch.checklists.history import save_run
 from ccwatch.checklists.result import ChecklistRun, CheckResult, Status
 from ccwatch.compose import open_state
+from ccwatch.maintenance.store import add_window
 from ccwatch.settings import KNOWN_COMPONENTS
 from tests.conftest import REPO_ROOT, DaemonProcess, base_config, wait_until
 from tests.test_e2e_core import Publisher
@@ -192,6 +193,12 @@ def seed(state_path: Path, now: float) -> None:
             ],
         )
         store.run_sync(lambda conn: save_run(conn, run, "schedule", emailed=False))
+        # An ad-hoc maintenance window on ivr, now (the tile badge and /maintenance).
+        store.run_sync(
+            lambda conn: add_window(
+                conn, ["ivr"], now - 60, now + 3600, f"IVR patch {HOSTILE}", "test", now
+            )
+        )
     finally:
         store.close()
 
@@ -258,6 +265,7 @@ def test_pages_render_in_chromium_at_desk_and_phone_sizes(
             (path,) = [e for e in descendants(tiles[name]) if e.tag == "path"]
             points = path.attrs["d"].count("M") + path.attrs["d"].count("L")
             assert points == SEEDED_MINUTES, (size, name, path.attrs["d"][:80])
+        assert "in maintenance" in tiles["ivr"].text, size  # the seeded ad-hoc window
         lines = [e for e in descendants(tiles["ivr"]) if e.tag == "line"]
         assert {line.attrs["class"] for line in lines} == {"major", "critical"}
         # The hostile name is text in its tile, never an element.
@@ -284,8 +292,12 @@ def test_pages_render_in_chromium_at_desk_and_phone_sizes(
         markers = dom.find("line", class_="marker")
         assert "opened" in {m.attrs["class"].split()[1] for m in markers}
         assert dom.find("tr", class_="clock") and dom.find("tr", class_="timeline")
-        (token,) = dom.find("input", name="token")
-        assert token.attrs.get("type") == "password" and not token.attrs.get("value")
+        tokens = dom.find("input", name="token")
+        assert len(tokens) == 2  # acknowledge, start maintenance: each asks for the token
+        for token in tokens:
+            assert token.attrs.get("type") == "password" and not token.attrs.get("value")
+        forms = {f.attrs.get("id") for f in dom.find("form")}
+        assert {"ack", "maintenance"} <= forms
     assert_no_horizontal_scroll(doms["phone"], "/incidents/<id>")
 
     doms = render(daemon, "/incidents?state=active", "incidents", profile)
@@ -293,12 +305,28 @@ def test_pages_render_in_chromium_at_desk_and_phone_sizes(
         assert len(dom.find("tr", class_="incident-row")) == 1
     assert_no_horizontal_scroll(doms["phone"], "/incidents")
 
+    doms = render(daemon, "/maintenance", "maintenance", profile)
+    for size, dom in doms.items():
+        (active,) = [m for m in dom.find("section", class_="maintenance")
+                     if m.attrs.get("data-list") == "active"]  # fmt: skip
+        windows = [e for e in descendants(active) if e.tag == "tr" and "window" in e.attrs.get("class", "")]
+        assert len(windows) == 1 and "ivr" in windows[0].text, size
+        assert HOSTILE in windows[0].text and dom.find("img") == []
+    assert_no_horizontal_scroll(doms["phone"], "/maintenance")
+    ivr_tile = next(t for t in render_overview_tiles(daemon) if t["component"] == "ivr")
+    assert ivr_tile["maintenance"], "the ivr tile shows its maintenance window"
+
     doms = render(daemon, "/checklists", "checklists", profile)
     for dom in doms.values():
         checks = dom.find("tr", class_="check")
         assert len(checks) == 2 and "start the dialer" in checks[0].text
         assert dom.find("img") == []
     assert_no_horizontal_scroll(doms["phone"], "/checklists")
+
+
+def render_overview_tiles(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    tiles: list[dict[str, Any]] = daemon.get("/api/overview").json()["components"]
+    return tiles
 
 
 def test_json_twins_and_filters(seeded_daemon: DaemonProcess) -> None:

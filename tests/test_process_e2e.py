@@ -68,6 +68,11 @@ def test_reopen_rca_draft_and_rca_record(
     assert printed.returncode == 0, printed.stderr
     assert "## Timeline" in printed.stdout and "reopened" in printed.stdout
 
+    page = daemon.get(f"/incidents/{iid}").text
+    assert '<pre class="rca-draft"># RCA draft: acd at blr1' in page
+    assert 'id="rca-delivered"' in page  # the RCA-delivered form (the token is typed)
+    assert daemon.get(f"/api/incidents/{iid}").json()["rca_draft"].startswith("# RCA draft")
+
     url = f"{daemon.base_url}/api/incidents/{iid}/rca"
     assert httpx.post(url, json={"delivered": "x"}, timeout=5).status_code == 401
     recorded = subprocess.run(
@@ -79,3 +84,6 @@ def test_reopen_rca_draft_and_rca_record(
     changes = [entry["change"] for entry in shown["timeline"]]
     assert "rca_delivered" in changes
     wait_until(lambda: "rca_delivered" in events_of(receiver, iid), timeout=20)
+    page = daemon.get(f"/incidents/{iid}").text
+    assert 'class="rca-done"' in page and "https://wiki.example/rca/42" in page
+    assert 'id="rca-delivered"' not in page

@@ -363,6 +363,7 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
         "tickets": tickets,
         "diagnostics": diagnostics if isinstance(diagnostics, dict) and diagnostics else None,
         "chart": chart,
+        "rca_draft": draft if isinstance(draft := incident.data.get("rca_draft"), str) else None,
     }
 
 
@@ -391,6 +392,7 @@ def incident_json(page: Mapping[str, Any]) -> dict[str, Any]:
     }
     body["diagnostics"] = page["diagnostics"]
     body["chart"] = page["chart"].to_api()
+    body["rca_draft"] = page["rca_draft"]
     return body
 
 
