@@ -14,10 +14,13 @@ from ccwatch.severity import Severity
 from ccwatch.sla import (
     BusinessCalendar,
     CalendarConfig,
+    EscalationConfig,
+    EscalationLevel,
     IncidentTimes,
     SlaConfig,
     clocks,
     due_times,
+    escalations_due,
     parse_hours,
 )
 
@@ -219,9 +222,13 @@ def test_acknowledgement_stops_first_response_and_resolution_stops_resolution() 
 def test_seed_000_and_002_plans_load() -> None:
     seed_000 = validate_data(SlaConfig, SEED_000_PLAN, "seed000")
     opened = utc(2026, 11, 21, 3)  # Saturday night: P1 is 24/7, P2 waits for Monday
-    p1 = due_times(seed_000, IncidentTimes(Severity.CRITICAL, opened, resolved_at=opened))
+    resolved = opened + timedelta(hours=5)
+    p1 = due_times(seed_000, IncidentTimes(Severity.CRITICAL, opened, resolved_at=resolved))
     assert p1["first_response"] == opened + timedelta(minutes=30)
-    assert p1["rca"] == opened + timedelta(hours=24)
+    assert p1["rca"] == opened + timedelta(hours=24)  # "within 24 hours of the incident"
+    p3 = due_times(seed_000, IncidentTimes(Severity.MINOR, opened))
+    # 24 business hours of 09:00-17:00 New York: Monday, Tuesday and Wednesday.
+    assert p3["first_response"] == utc(2026, 11, 25, 22)
     p2 = due_times(seed_000, IncidentTimes(Severity.MAJOR, opened))
     # 8 business hours, 09:00-17:00 Mon-Fri America/New_York: all of Monday.
     assert p2["first_response"] == utc(2026, 11, 23, 22)
@@ -229,6 +236,113 @@ def test_seed_000_and_002_plans_load() -> None:
     minor = due_times(seed_002, IncidentTimes(Severity.MINOR, opened))
     assert minor["first_response"] == opened + timedelta(minutes=30)
     assert minor["resolution"] == opened + timedelta(hours=48)
+
+
+def _rca_policy(rca_from: str, rca_calendar: str | None = None) -> SlaConfig:
+    critical: dict[str, object] = {"resolution": "6h", "rca": "24h", "rca_from": rca_from}
+    if rca_calendar is not None:
+        critical["rca_calendar"] = rca_calendar
+    return validate_data(
+        SlaConfig,
+        {
+            "calendars": {
+                "default": {"hours": "24x5", "timezone": "Europe/Berlin"},
+                "always": {"hours": "24x7", "timezone": "Europe/Berlin"},
+            },
+            "severities": {"critical": critical},
+        },
+        "sla",
+    )
+
+
+RCA_FROM_OPENED = _rca_policy("opened")
+RCA_FROM_RESOLVED = _rca_policy("resolved")
+RCA_OWN_24X7 = _rca_policy("resolved", rca_calendar="always")
+BERLIN_PLAIN_24X5 = BusinessCalendar.build("24x5", "Europe/Berlin")
+
+
+@settings(max_examples=200, deadline=None)
+@given(instants, st.none() | durations)
+def test_rca_from_opened_counts_from_the_open_in_business_time(
+    opened: datetime, resolved_after: timedelta | None
+) -> None:
+    resolved = None if resolved_after is None else opened + resolved_after
+    incident = IncidentTimes(Severity.CRITICAL, opened, resolved_at=resolved)
+    expected = BERLIN_PLAIN_24X5.due_after(opened, timedelta(hours=24))
+    # Due 24 business hours after the open, resolved or not, whenever it was resolved.
+    assert due_times(RCA_FROM_OPENED, incident)["rca"] == expected
+    from_resolved = due_times(RCA_FROM_RESOLVED, incident)["rca"]
+    if resolved is None:
+        assert from_resolved is None  # the default clock waits for the resolution
+    else:
+        assert from_resolved == BERLIN_PLAIN_24X5.due_after(resolved, timedelta(hours=24))
+        assert from_resolved >= expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(instants, durations)
+def test_an_own_24x7_rca_calendar_runs_through_the_weekend(
+    opened: datetime, resolved_after: timedelta
+) -> None:
+    resolved = opened + resolved_after
+    incident = IncidentTimes(Severity.CRITICAL, opened, resolved_at=resolved)
+    own = due_times(RCA_OWN_24X7, incident)
+    severity_calendar = due_times(RCA_FROM_RESOLVED, incident)
+    assert own["rca"] == resolved + timedelta(hours=24)  # wall clock, weekends included
+    assert severity_calendar["rca"] is not None and severity_calendar[
+        "rca"
+    ] >= resolved + timedelta(hours=24)
+    # The other clocks keep the severity's calendar.
+    assert own["resolution"] == severity_calendar["resolution"]
+    assert own["resolution"] == BERLIN_PLAIN_24X5.due_after(opened, timedelta(hours=6))
+    touches_weekend = any(
+        (resolved + timedelta(hours=hour)).astimezone(BERLIN_PLAIN_24X5.timezone).weekday() >= 5
+        for hour in range(25)
+    )
+    if not touches_weekend:
+        assert own["rca"] == severity_calendar["rca"]
+
+
+def test_rca_calendar_differs_across_a_weekend() -> None:
+    opened = utc(2026, 11, 27, 9)  # Friday 10:00 in Berlin
+    resolved = utc(2026, 11, 27, 11)
+    incident = IncidentTimes(Severity.CRITICAL, opened, resolved_at=resolved)
+    assert due_times(RCA_OWN_24X7, incident)["rca"] == utc(2026, 11, 28, 11)  # Saturday
+    assert due_times(RCA_FROM_RESOLVED, incident)["rca"] == utc(2026, 11, 30, 11)  # Monday
+    saturday_noon = utc(2026, 11, 28, 12)
+    [rca] = [c for c in clocks(RCA_OWN_24X7, incident, now=saturday_noon) if c.kind == "rca"]
+    assert rca.breached and rca.elapsed == timedelta(hours=25)
+    [rca] = [c for c in clocks(RCA_FROM_RESOLVED, incident, now=saturday_noon) if c.kind == "rca"]
+    assert not rca.breached and rca.elapsed == timedelta(hours=12)  # Fri 12:00-24:00 Berlin
+
+
+def test_rca_breach_escalates_on_the_rca_calendar() -> None:
+    opened = utc(2026, 11, 27, 9)
+    incident = IncidentTimes(Severity.CRITICAL, opened, resolved_at=utc(2026, 11, 27, 11))
+    path = EscalationConfig(levels=[EscalationLevel(name="RCA owner", trigger="rca_breach")])
+    saturday = utc(2026, 11, 28, 12)
+    [step] = escalations_due(RCA_OWN_24X7, path, incident, now=saturday)
+    assert step.due_at == utc(2026, 11, 28, 11) == step.clock_due_at
+    assert escalations_due(RCA_FROM_RESOLVED, path, incident, now=saturday) == []
+    # rca_from: opened fires while the incident is still open.
+    unresolved = IncidentTimes(Severity.CRITICAL, utc(2026, 11, 23, 9))
+    [step] = escalations_due(RCA_FROM_OPENED, path, unresolved, now=utc(2026, 11, 24, 10))
+    assert step.due_at == utc(2026, 11, 24, 9)
+
+
+@pytest.mark.parametrize(
+    ("critical", "path"),
+    [
+        ({"rca": "24h", "rca_calendar": "nope"}, "severities -> critical -> rca_calendar"),
+        ({"rca": "24h", "rca_from": "closed"}, "severities -> critical -> rca_from"),
+        ({"resolution": "6h", "rca_from": "opened"}, "severities -> critical -> rca_from"),
+        ({"resolution": "6h", "rca_calendar": "default"}, "severities -> critical -> rca_calendar"),
+    ],
+)
+def test_rca_config_errors_name_the_key(critical: dict[str, str], path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_data(SlaConfig, {"severities": {"critical": critical}}, "sla")
+    assert any(path in problem for problem in caught.value.problems), caught.value.problems
 
 
 def test_calendar_config_holidays_parse() -> None:
@@ -243,7 +357,12 @@ SEED_000_PLAN = {
         "business": {"hours": ["mon-fri 09:00-17:00"], "timezone": "America/New_York"},
     },
     "severities": {
-        "critical": {"first_response": "30m", "rca": "24h", "calendar": "always"},
+        "critical": {
+            "first_response": "30m",
+            "rca": "24h",
+            "rca_from": "opened",
+            "calendar": "always",
+        },
         "major": {"first_response": "8h", "calendar": "business"},
         "minor": {"first_response": "24h", "calendar": "business"},
     },

@@ -20,7 +20,8 @@ Three parts, each usable on its own:
 
 Defaults are seed 004's standard plan: first response 90 min on a 24x5 calendar,
 resolution critical 6 h / major 48 h / minor none, RCA for critical 72 h after
-resolution.
+resolution. ``rca_from: opened`` starts the RCA clock at the open instead (seed 000: RCA
+within 24 h of the incident) and ``rca_calendar`` gives it a calendar of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ccwatch.durations import Duration
 from ccwatch.severity import Severity, SeverityName
 
 ClockKind = Literal["first_response", "resolution", "rca"]
+RcaFrom = Literal["resolved", "opened"]
 CLOCK_KINDS: tuple[ClockKind, ...] = ("first_response", "resolution", "rca")
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -243,12 +245,24 @@ class SeverityTargets(StrictModel):
 
     first_response: Duration | None = None
     resolution: Duration | None = None
-    rca: Duration | None = Field(None, description="RCA due this long after resolution")
+    rca: Duration | None = Field(None, description="RCA due this long after `rca_from`")
     calendar: str = "default"
+    rca_from: RcaFrom = Field(
+        "resolved", description="the RCA clock starts when the incident is resolved or opened"
+    )
+    rca_calendar: str | None = Field(
+        None, description="the RCA clock's own calendar; default: `calendar`"
+    )
 
     def target(self, kind: ClockKind) -> timedelta | None:
         value: timedelta | None = getattr(self, kind)
         return value
+
+    def calendar_name(self, kind: ClockKind) -> str:
+        """The calendar a clock runs on: ``rca_calendar`` for the RCA clock when set."""
+        if kind == "rca" and self.rca_calendar is not None:
+            return self.rca_calendar
+        return self.calendar
 
 
 def _seed004_targets() -> dict[str, SeverityTargets]:
@@ -283,12 +297,24 @@ class SlaConfig(StrictModel):
 
     @model_validator(mode="after")
     def _calendars_exist(self) -> SlaConfig:
+        defined = ", ".join(sorted(self.calendars)) or "none"
         for name, targets in self.severities.items():
-            if targets.calendar not in self.calendars:
-                raise ValueError(
-                    f"severities -> {name} -> calendar: no calendar {targets.calendar!r}; "
-                    f"defined: {', '.join(sorted(self.calendars)) or 'none'}"
-                )
+            for key, calendar in (
+                ("calendar", targets.calendar),
+                ("rca_calendar", targets.rca_calendar),
+            ):
+                if calendar is not None and calendar not in self.calendars:
+                    raise ValueError(
+                        f"severities -> {name} -> {key}: no calendar {calendar!r}; "
+                        f"defined: {defined}"
+                    )
+            if targets.rca is None:
+                for key in ("rca_from", "rca_calendar"):
+                    if key in targets.model_fields_set:
+                        raise ValueError(
+                            f"severities -> {name} -> {key}: set, but {name} has no `rca:` "
+                            "target (no RCA clock)"
+                        )
         return self
 
     def targets(self, severity: Severity) -> SeverityTargets:
@@ -305,8 +331,9 @@ class SlaConfig(StrictModel):
         }
         return self.model_copy(update={"calendars": calendars})
 
-    def calendar(self, severity: Severity) -> BusinessCalendar:
-        return self.calendars[self.targets(severity).calendar].calendar
+    def calendar(self, severity: Severity, kind: ClockKind = "resolution") -> BusinessCalendar:
+        """The calendar of a severity's clock (``rca_calendar`` for ``kind="rca"``)."""
+        return self.calendars[self.targets(severity).calendar_name(kind)].calendar
 
 
 @dataclass(frozen=True)
@@ -371,14 +398,15 @@ def due_times(sla: SlaConfig, incident: IncidentTimes) -> dict[ClockKind, dateti
 
 def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> list[Clock]:
     """The incident's clocks. Acknowledgement (or resolution) stops first response,
-    resolution stops resolution, RCA starts at resolution and stops when it is done.
+    resolution stops resolution, RCA starts at resolution (``rca_from: opened``: when the
+    other clocks start) and stops when it is done. Each clock counts on its own calendar
+    (``SlaConfig.calendar(severity, kind)``).
 
     With ``now=None`` only due times are meaningful (elapsed is measured to the stop or 0).
     """
     if not sla.enabled:
         return []
     targets = sla.targets(incident.severity)
-    calendar = sla.calendar(incident.severity)
     exempt = incident.exempt_at
     start = incident.opened_at
     if incident.sla_start is not None and incident.sla_start > start:
@@ -389,13 +417,18 @@ def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> lis
     spans: list[tuple[ClockKind, datetime | None, datetime | None]] = [
         ("first_response", start, first_stop),
         ("resolution", start, _earliest(incident.resolved_at, incident.silent_at, exempt)),
-        ("rca", incident.resolved_at, _earliest(incident.rca_done_at, exempt)),
+        (
+            "rca",
+            start if targets.rca_from == "opened" else incident.resolved_at,
+            _earliest(incident.rca_done_at, exempt),
+        ),
     ]
     result: list[Clock] = []
     for kind, started, stopped in spans:
         target = targets.target(kind)
         if target is None or started is None:
             continue
+        calendar = sla.calendar(incident.severity, kind)
         if stopped is not None and stopped < started:
             stopped = started
         if kind == "rca" and incident.rca_due_at is not None:
@@ -696,7 +729,9 @@ def escalations_due(
         threshold = clock.target * level.warn_at if level.is_warning else clock.target + level.after
         if clock.elapsed < threshold:
             continue
-        fired_at = sla.calendar(incident.severity).due_after(clock.started_at, threshold)
+        fired_at = sla.calendar(incident.severity, clock.kind).due_after(
+            clock.started_at, threshold
+        )
         steps.append(_step(position, level, fired_at, clock.due_at))
     return steps
 
