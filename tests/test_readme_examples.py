@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 import yaml
 
 from ccwatch.config import Config, validate_data
-from ccwatch.sla import SlaConfig
+from ccwatch.severity import Severity
+from ccwatch.sla import IncidentTimes, SlaConfig, due_times
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -49,3 +51,15 @@ def test_the_retention_example_validates(monkeypatch: pytest.MonkeyPatch) -> Non
     [example] = yaml_blocks("retention")
     config: Config = validate_data(Config, {"site": "blr1", **example}, "README retention example")
     assert config.retention.databases[0].keep_days == 90
+
+
+def test_the_seed_000_example_follows_the_seed() -> None:
+    """P1: RCA within 24 h of the incident (not of its resolution); P3: 24 business hours."""
+    [example] = [block for block in yaml_blocks("sla") if "always" in block["sla"]["calendars"]]
+    policy = SlaConfig.model_validate(example["sla"])
+    opened = datetime(2026, 11, 21, 3, tzinfo=UTC)  # Friday 22:00 in New York
+    p1 = IncidentTimes(Severity.CRITICAL, opened, resolved_at=opened + timedelta(hours=10))
+    assert due_times(policy, p1)["rca"] == opened + timedelta(hours=24)
+    p3 = due_times(policy, IncidentTimes(Severity.MINOR, opened))
+    # Three 09:00-17:00 New York days: Monday to Wednesday 17:00 (22:00 UTC).
+    assert p3["first_response"] == datetime(2026, 11, 25, 22, tzinfo=UTC)
