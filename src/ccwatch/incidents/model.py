@@ -136,6 +136,7 @@ class Incident:
             metrics=self.metrics,
             nodata_since=_number(self.data.get("nodata_since")),
             reopen_count=int(_number(self.data.get("reopen_count")) or 0),
+            affected=_names(self.data.get("affected_components")),
         )
 
     def sla(self) -> dict[str, str | None]:
@@ -177,3 +178,10 @@ class Incident:
         if timeline is not None:
             body["timeline"] = [entry.to_api() for entry in timeline]
         return body
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """A list of component names from the record's data (anything else: none)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(name) for name in value if isinstance(name, str))
