@@ -174,6 +174,8 @@ class Incident:
             "maintenance": self.data.get("maintenance"),
             "upstream_deferred": bool(self.data.get("upstream_deferred")),
             "sla_exempt": self.data.get("sla_exempt"),
+            # One ticket per fault: dependants whose faults joined this incident.
+            "affected_components": list(_names(self.data.get("affected_components"))),
         }
         if timeline is not None:
             body["timeline"] = [entry.to_api() for entry in timeline]
