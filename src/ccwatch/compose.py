@@ -95,6 +95,12 @@ def lifecycle_settings(config: Config) -> LifecycleSettings:
             if config.incidents.auto_close_after is not None
             else None
         ),
+        depends_on={
+            name: tuple(component.depends_on)
+            for name, component in config.components.items()
+            if component.depends_on
+        },
+        group_window=classification.group_window.total_seconds(),
     )
 
 

@@ -62,6 +62,7 @@ from ccwatch.settings import (
     _default_components as _default_components,
 )
 from ccwatch.settings import (
+    dependency_problems,
     host_timezone,
 )
 from ccwatch.settings import (
@@ -110,6 +111,15 @@ class Config(StrictModel):
             else:
                 merged[name] = settings if settings is not None else {}
         return merged
+
+    @field_validator("components", mode="after")
+    @classmethod
+    def _dependencies_form_no_cycle(
+        cls, value: dict[str, ComponentConfig]
+    ) -> dict[str, ComponentConfig]:
+        if problems := dependency_problems(value):
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("sla", mode="after")
     @classmethod

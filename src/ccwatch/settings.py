@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 from bisect import bisect_right
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -186,6 +187,11 @@ class ComponentConfig(StrictModel):
         default_factory=list,
         description="expected agents by time of day (site time zone); default: the seats",
     )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="components this one depends on: its faults within "
+        "classification.group_window of a parent's incident join that incident",
+    )
 
     @model_validator(mode="after")
     def _valid_staffing(self) -> ComponentConfig:
@@ -224,6 +230,10 @@ class ClassificationConfig(StrictModel):
     resolve_after: Duration = timedelta(minutes=5)
     stale_after: Duration = timedelta(minutes=2)
     window: Duration = timedelta(minutes=5)
+    group_window: Duration = Field(
+        timedelta(minutes=2),
+        description="a dependant's fault this soon after its parent's incident opened joins it",
+    )
     min_calls_offered: int = Field(20, ge=0)
     critical_at: float = Field(0.20, gt=0, le=1)
     major_above: float = Field(0.02, ge=0, lt=1)
@@ -237,6 +247,8 @@ class ClassificationConfig(StrictModel):
             )
         if self.window <= timedelta(0) or self.stale_after <= timedelta(0):
             raise ValueError("window and stale_after must be greater than 0")
+        if self.group_window < timedelta(0):
+            raise ValueError("group_window must be 0 or more")
         self._thresholds = Thresholds(
             critical_at=self.critical_at,
             major_above=self.major_above,
@@ -253,3 +265,47 @@ class ClassificationConfig(StrictModel):
 class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+
+
+def dependency_problems(components: Mapping[str, ComponentConfig]) -> list[str]:
+    """What is wrong with the components' ``depends_on`` (unknown names, self-references,
+    cycles), each with its key path; empty when they form a forest."""
+    problems: list[str] = []
+    for name, component in components.items():
+        for number, parent in enumerate(component.depends_on, start=1):
+            path = f"components -> {name} -> depends_on -> {number}"
+            if parent == name:
+                problems.append(f"{path}: a component cannot depend on itself")
+            elif parent not in components:
+                known = ", ".join(sorted(components))
+                problems.append(f"{path}: unknown component {parent!r} (known: {known})")
+    if problems:
+        return problems
+    if cycle := _dependency_cycle({n: c.depends_on for n, c in components.items()}):
+        problems.append(
+            f"components -> {cycle[0]} -> depends_on: a dependency cycle ({' -> '.join(cycle)})"
+        )
+    return problems
+
+
+def _dependency_cycle(parents: Mapping[str, list[str]]) -> list[str] | None:
+    """One cycle of the ``depends_on`` graph (its names, the first repeated at the end)."""
+    done: set[str] = set()
+    for start in parents:
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            name, index = stack.pop()
+            if index == 0:
+                if name in path:
+                    return [*path[path.index(name) :], name]
+                if name in done:
+                    continue
+                path.append(name)
+            if index < len(parents[name]):
+                stack.append((name, index + 1))
+                stack.append((parents[name][index], 0))
+            else:
+                path.pop()
+                done.add(name)
+    return None

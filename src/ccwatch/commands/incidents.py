@@ -272,6 +272,8 @@ def show_command(incident_id: str, output: str) -> None:
         return
     for key in ("id", "site", "component", "kind", "severity", "priority", "state", "impact"):
         click.echo(f"{key + ':':<18}{body[key]}")
+    if body["affected_components"]:
+        click.echo(f"{'also affected:':<18}{', '.join(body['affected_components'])}")
     click.echo(
         f"{'production_loss:':<18}{incident.production_loss * 100:.1f}% "
         f"(peak {incident.peak_loss * 100:.1f}%, {incident.peak_severity.label})"

@@ -28,6 +28,13 @@ resolves (docs/architecture.md, "Incident lifecycle"):
 - Auto-close: an incident ``nodata`` for ``auto_close_after`` (wall time since it went
   silent, ``nodata_since``, so a restart does not restart the wait) is closed with the
   state ``expired``; it is over, like a resolved one, but nobody saw it recover.
+- One ticket per fault: a component that ``depends_on`` another (``settings.depends_on``)
+  and whose fault would open an incident within ``group_window`` of the open of the
+  incident its parent is in does not open one: it is added to the parent's incident
+  (change ``affected``, event ``update``: the ticket upstream learns the wider scope and
+  nobody is paged again), listed in its ``affected`` components and named in its impact
+  ("…; also affected: ivr, dialer"). It stays attached while that incident is active;
+  once it is over, a dependant whose fault still holds opens its own incident.
 
 Every method *proposes* transitions and changes no incident: the caller (the incident
 service) writes each one (incident, timeline and outbox in one transaction) and then
@@ -116,6 +123,8 @@ class ActiveIncident:
     # Wall time the incident went nodata (None while data flows): auto-close counts from it.
     nodata_since: float | None = None
     reopen_count: int = 0
+    # Dependants whose faults were attached to this incident (one ticket per fault).
+    affected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -185,11 +194,25 @@ class LifecycleSettings:
     reopen_window: float = 1800.0
     # An incident nodata this long is closed as expired (None: never).
     auto_close_after: float | None = 48 * 3600.0
+    # Component -> the components it depends on; a dependant's fault within
+    # ``group_window`` of its parent's open joins the parent's incident.
+    depends_on: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    group_window: float = 120.0
 
     def __post_init__(self) -> None:
-        if min(self.open_after, self.resolve_after, self.loss_refresh, self.reopen_window) < 0:
+        if (
+            min(
+                self.open_after,
+                self.resolve_after,
+                self.loss_refresh,
+                self.reopen_window,
+                self.group_window,
+            )
+            < 0
+        ):
             raise ValueError(
-                "open_after, resolve_after, loss_refresh and reopen_window must be 0 or more"
+                "open_after, resolve_after, loss_refresh, reopen_window and group_window "
+                "must be 0 or more"
             )
         if self.auto_close_after is not None and self.auto_close_after <= 0:
             raise ValueError("auto_close_after must be greater than 0")
@@ -238,6 +261,16 @@ def resolve_summary(incident: ActiveIncident, now: float) -> dict[str, Any]:
             "peak_loss": round(incident.peak_loss, 6),
         }
     }
+
+
+ALSO_AFFECTED = "; also affected: "
+
+
+def with_affected(impact: str, affected: Iterable[str]) -> str:
+    """``impact`` naming the dependants attached to the incident (once, at the end)."""
+    base = impact.split(ALSO_AFFECTED, 1)[0]
+    names = list(affected)
+    return f"{base}{ALSO_AFFECTED}{', '.join(names)}" if names else base
 
 
 def new_incident_id() -> str:
@@ -549,6 +582,10 @@ class Lifecycle:
         for component, track in self._tracks.items():
             if track.last_data_at is None or _key(component, PRODUCTION_LOSS) in self._pending:
                 continue
+            if transitions and any(
+                t.incident is not None and t.incident.component == component for t in transitions
+            ):
+                continue  # a dependant attached itself to this incident in this tick
             if track.stale or mono - track.last_data_at >= stale_after:
                 if not track.stale:
                     track.stale = True
@@ -633,13 +670,17 @@ class Lifecycle:
                 refreshed = replace(
                     incident,
                     production_loss=observation.loss,
-                    impact=observation.impact if same_level else incident.impact,
+                    impact=with_affected(
+                        observation.impact if same_level else incident.impact, incident.affected
+                    ),
                     metrics=observation.metrics,
                     updated_at=now,
                 )
                 transitions.append(Transition("loss", refreshed, now, current))
             return
         described = track.last_at_level[target] or observation
+        if incident is None and self._grouped(component, target, described, now, transitions):
+            return
         recent = track.recent
         if (
             incident is None
@@ -723,13 +764,75 @@ class Lifecycle:
             production_loss=observation.loss,
             peak_loss=max(incident.peak_loss, observation.loss),
             peak_severity=max(incident.peak_severity, target),
-            impact=described.impact,
+            impact=with_affected(described.impact, incident.affected),
             metrics=observation.metrics,
             updated_at=now,
         )
         change = "escalated" if target > current else "de-escalated"
         detail = f"{current.label} -> {target.label}: {changed.impact}"
         transitions.append(Transition(change, changed, now, current, detail))
+
+    def covering(
+        self, component: str, _seen: frozenset[str] = frozenset()
+    ) -> ActiveIncident | None:
+        """The active production-loss incident ``component`` is in: its own, or the one of
+        a parent (through ``depends_on``, transitively) that lists it as affected."""
+        own = self.incident_of(component)
+        if own is not None:
+            return own
+        seen = _seen | {component}
+        for parent in self.settings.depends_on.get(component, ()):
+            if parent in seen:
+                continue
+            incident = self.covering(parent, seen)
+            if incident is not None and component in incident.affected:
+                return incident
+        return None
+
+    def _grouped(
+        self,
+        component: str,
+        target: Severity,
+        described: Observation,
+        now: float,
+        transitions: list[Transition],
+    ) -> bool:
+        """Whether the fault of ``component`` (no incident of its own) belongs to the
+        incident of a parent: already attached, waiting for a write of it, or attached now
+        (an ``affected`` transition of the parent's incident is appended)."""
+        parents = self.settings.depends_on.get(component, ())
+        if not parents:
+            return False
+        for parent in parents:
+            incident = self.covering(parent)
+            if incident is None:
+                continue
+            if component in incident.affected:
+                return True
+            if now - incident.opened_at > self.settings.group_window:
+                continue
+            if self.pending(incident) or any(t.incident_id == incident.id for t in transitions):
+                return True  # decided once the parent's incident is written
+            affected = (*incident.affected, component)
+            grouped = replace(
+                incident,
+                affected=affected,
+                impact=with_affected(incident.impact, affected),
+                updated_at=now,
+            )
+            transitions.append(
+                Transition(
+                    "affected",
+                    grouped,
+                    now,
+                    incident.severity,
+                    f"{component} {target.label} (depends on {parent}): {described.impact}",
+                    data={"affected_components": list(affected)},
+                    extras={"affected_components": list(affected)},
+                )
+            )
+            return True
+        return False
 
     def _open_telemetry(self, now: float) -> Transition:
         silent = sorted(c for c, t in self._tracks.items() if t.last_data_at is not None)

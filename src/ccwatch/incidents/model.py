@@ -136,6 +136,7 @@ class Incident:
             metrics=self.metrics,
             nodata_since=_number(self.data.get("nodata_since")),
             reopen_count=int(_number(self.data.get("reopen_count")) or 0),
+            affected=_names(self.data.get("affected_components")),
         )
 
     def sla(self) -> dict[str, str | None]:
@@ -173,7 +174,16 @@ class Incident:
             "maintenance": self.data.get("maintenance"),
             "upstream_deferred": bool(self.data.get("upstream_deferred")),
             "sla_exempt": self.data.get("sla_exempt"),
+            # One ticket per fault: dependants whose faults joined this incident.
+            "affected_components": list(_names(self.data.get("affected_components"))),
         }
         if timeline is not None:
             body["timeline"] = [entry.to_api() for entry in timeline]
         return body
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """A list of component names from the record's data (anything else: none)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(name) for name in value if isinstance(name, str))

@@ -16,7 +16,7 @@ class Event(StrEnum):
     OPEN = "open"  # an incident opened (or a job raised one)
     ESCALATE = "escalate"  # severity went up
     DEESCALATE = "deescalate"  # severity went down, still an incident
-    UPDATE = "update"  # a change of facts that needs no action (reserved for notes)
+    UPDATE = "update"  # a change of facts that needs no action (e.g. more components affected)
     ACKNOWLEDGE = "acknowledge"  # someone took it (stops the first-response clock)
     NODATA = "nodata"  # the component went silent: neither resolved nor dropped
     DATA_RESUMED = "data_resumed"  # telemetry of a silent component is back
@@ -52,6 +52,9 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     # Opened inside a maintenance window and still active when it ended: the deferred
     # open, sent then (its body carries the true start time).
     "maintenance_ended": Event.OPEN,
+    # A dependant's fault joined this incident (one ticket per fault): the ticket learns
+    # the wider scope; nobody is paged again.
+    "affected": Event.UPDATE,
     "loss": None,  # the loss figure moved: the record follows, nobody is told
     "refreshed": None,  # a job reported the same finding again
     "sla_due": None,  # due times (re)computed

@@ -1,0 +1,94 @@
+"""One ticket per fault end to end: the real broker, ``ccwatch run`` and a webhook receiver.
+
+ivr and dialer depend on acd. ACD goes critical; once its ticket is open, IVR and dialer go
+critical too: they join ACD's incident (one upstream ``open``, ``update`` events naming
+them). Then dialer recovers and ACD resolves while IVR is still down: IVR opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DaemonProcess, Mosquitto, wait_until
+from tests.test_e2e_core import Publisher, agents
+from tests.test_tickets_faults import TOKEN, publisher, receiver, ticket_config  # noqa: F401
+from tests.test_tickets_support import Receiver
+
+pytestmark = pytest.mark.slow
+
+
+def upstream_events(peer: Receiver) -> list[tuple[str, str]]:
+    """(event, component) of every request the receiver accepted, in order."""
+    return [(r.json["event"], r.json["component"]) for r in peer.accepted]
+
+
+def test_dependants_failing_after_acd_give_one_ticket(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    config = ticket_config(tmp_path, mosquitto, receiver, ["acd", "ivr", "dialer"])
+    config["components"]["ivr"]["depends_on"] = ["acd"]
+    config["components"]["dialer"]["depends_on"] = ["acd"]
+    config["classification"]["group_window"] = "2m"
+    config["incidents"] = {"reopen_window": "0s"}
+    daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN})
+    daemon.wait_http("/readyz")
+
+    def incidents() -> list[dict[str, Any]]:
+        return list(daemon.get("/api/incidents").json()["incidents"])
+
+    publisher.send("acd", agents(30))
+    wait_until(lambda: ("open", "acd") in upstream_events(receiver), timeout=20)
+    acd = next(i for i in incidents() if i["component"] == "acd")
+
+    publisher.send("ivr", agents(40))
+    publisher.send("dialer", agents(40))
+
+    def grouped() -> dict[str, Any] | None:
+        body = daemon.get(f"/api/incidents/{acd['id']}").json()
+        return body if len(body["affected_components"]) == 2 else None
+
+    body = wait_until(grouped, timeout=20)
+    assert sorted(body["affected_components"]) == ["dialer", "ivr"]
+    assert body["impact"].endswith("also affected: " + ", ".join(body["affected_components"]))
+    assert [e["change"] for e in body["timeline"]].count("affected") == 2
+    wait_until(
+        lambda: (
+            [e for e in upstream_events(receiver) if e[0] == "update"]
+            == [("update", "acd"), ("update", "acd")]
+        ),
+        timeout=20,
+    )
+    assert [i["component"] for i in incidents()] == ["acd"]
+    assert [e for e in upstream_events(receiver) if e[0] == "open"] == [("open", "acd")]
+
+    command = [sys.executable, "-m", "ccwatch.cli", "-c", str(daemon.config_path)]
+    shown = subprocess.run(
+        [*command, "incidents", "show", str(acd["id"])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=daemon.config_path.parent,
+        env={**os.environ, "CCWATCH_TEST_HTTP_TOKEN": TOKEN},
+    )
+    assert shown.returncode == 0, shown.stderr
+    shown = shown.stdout
+    assert "also affected:" in shown and "ivr" in shown and "dialer" in shown
+
+    # dialer recovers; acd resolves while ivr is still down: ivr opens its own ticket.
+    publisher.send("dialer", agents(0))
+    publisher.send("acd", agents(0))
+    wait_until(lambda: ("resolve", "acd") in upstream_events(receiver), timeout=20)
+    wait_until(lambda: ("open", "ivr") in upstream_events(receiver), timeout=20)
+    opens = [e for e in upstream_events(receiver) if e[0] == "open"]
+    assert opens == [("open", "acd"), ("open", "ivr")]
