@@ -309,8 +309,14 @@ class SlaConfig(StrictModel):
                         f"defined: {defined}"
                     )
             if targets.rca is None:
-                for key in ("rca_from", "rca_calendar"):
-                    if key in targets.model_fields_set:
+                # Only a value that would change something is refused (the defaults are
+                # written back by a model dump and must load again).
+                meaningful = {
+                    "rca_from": targets.rca_from != "resolved",
+                    "rca_calendar": targets.rca_calendar is not None,
+                }
+                for key, changes_something in meaningful.items():
+                    if changes_something and key in targets.model_fields_set:
                         raise ValueError(
                             f"severities -> {name} -> {key}: set, but {name} has no `rca:` "
                             "target (no RCA clock)"
