@@ -22,6 +22,7 @@ import hashlib
 import logging
 import signal
 import time
+import traceback
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def config_digest(path: Path) -> str:
 
 
 TICK_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 3.0
 # Changes that do not move an SLA clock (the watcher need not look again).
 _NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
 
@@ -210,25 +212,63 @@ class Daemon:
         return 0
 
     async def _run_generation(self, announce_ready: bool) -> None:
+        """Run one generation's services until stop or reload; a service that fails ends
+        the generation with its error (the process exits, systemd restarts it)."""
         config = self.runtime.config
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(service, name=name)
-                for name, service in build_services(self.runtime).items()
-            ]
-            summary = f"watching site {config.site}: {len(config.components)} components"
-            if announce_ready:
-                logger.info("ccwatch ready, %s", summary)
-            self.notifier.ready(summary)
-            stop_wait = asyncio.create_task(self._stop.wait())
-            reload_wait = asyncio.create_task(self._reload.wait())
-            try:
-                await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop_wait.cancel()
-                reload_wait.cancel()
-                for task in tasks:
-                    task.cancel()
+        tasks = {
+            asyncio.create_task(service, name=name)
+            for name, service in build_services(self.runtime).items()
+        }
+        summary = f"watching site {config.site}: {len(config.components)} components"
+        if announce_ready:
+            logger.info("ccwatch ready, %s", summary)
+        self.notifier.ready(summary)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        reload_wait = asyncio.create_task(self._reload.wait())
+        failed: BaseException | None = None
+        try:
+            running = set(tasks)
+            while running:
+                done, _ = await asyncio.wait(
+                    {stop_wait, reload_wait, *running}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop_wait in done or reload_wait in done:
+                    break
+                for task in done & running:
+                    running.discard(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        failed = task.exception()
+                if failed is not None:
+                    break
+        finally:
+            stop_wait.cancel()
+            reload_wait.cancel()
+            await self._cancel_services(tasks)
+        if failed is not None:
+            raise failed
+
+    async def _cancel_services(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Cancel the generation's services and wait for them, for a bounded time: one
+        that does not stop is named in the log with where it is stuck."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        for task in stuck:
+            frames = task.get_stack()
+            where = (
+                "".join(traceback.format_list(traceback.extract_stack(frames[-1])))
+                if frames
+                else "(no frame)"
+            )
+            logger.error(
+                "service %s did not stop within %.0f s of being cancelled (a ccwatch bug); "
+                "stuck at:\n%s",
+                task.get_name(),
+                SHUTDOWN_GRACE_SECONDS,
+                where,
+            )
 
     async def _apply_reload(self, http: HttpServer) -> None:
         self.notifier.reloading()
