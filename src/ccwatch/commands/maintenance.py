@@ -9,7 +9,6 @@ shows the scheduled (config) and ad-hoc windows, active and upcoming.
 from __future__ import annotations
 
 import getpass
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -18,8 +17,8 @@ from typing import Any
 
 import click
 
+from ccwatch.commands.daemon import call_daemon
 from ccwatch.config import Config
-from ccwatch.configbase import read_secret
 from ccwatch.incidents.model import rfc3339
 from ccwatch.maintenance.config import schedules
 from ccwatch.maintenance.store import (
@@ -44,41 +43,7 @@ def _daemon(
 ) -> dict[str, Any] | None:
     """Call the running daemon's API; None when no daemon listens. 404 → LookupError,
     400 → ValueError."""
-    host = config.http.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{config.http.port}{path}"
-    token = read_secret(config.http.token_env, config.http.token_file)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace").strip()[:300]
-        if exc.code == 404:
-            raise LookupError(detail) from None
-        if exc.code == 400:
-            raise ValueError(json.loads(detail).get("error", detail)) from None
-        if exc.code in (401, 403):
-            raise click.ClickException(
-                f"the daemon at {config.http.listen} refused the change ({exc.code}): "
-                "run this where http.token_env / http.token_file is readable"
-            ) from None
-        raise click.ClickException(f"the daemon answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ConnectionRefusedError | FileNotFoundError):
-            return None
-        raise click.ClickException(
-            f"cannot reach the daemon at {config.http.listen}: {reason}"
-        ) from None
+    return call_daemon(config, method, path, payload, "the change")
 
 
 def _describe(window: Window | dict[str, Any]) -> str:

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import click
 
 from ccwatch.cliopts import format_option
+from ccwatch.commands.daemon import DaemonNotFound, call_daemon
 from ccwatch.config import Config
-from ccwatch.configbase import read_secret
 from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
@@ -63,43 +63,11 @@ def post_through_daemon(
 ) -> dict[str, Any] | None:
     """POST ``payload`` to ``/api/incidents/<id>/<verb>`` of the running daemon; None when
     no daemon listens. 404 → UnknownIncidentError, 400/409 → ValueError."""
-    host = config.http.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    quoted = urllib.parse.quote(incident_id)
-    url = f"http://{host}:{config.http.port}/api/incidents/{quoted}/{verb}"
-    token = read_secret(config.http.token_env, config.http.token_file)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers=headers, method="POST"
-    )
+    path = f"/api/incidents/{urllib.parse.quote(incident_id)}/{verb}"
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace").strip()[:300]
-        if exc.code == 404:
-            raise repository.UnknownIncidentError(incident_id) from None
-        if exc.code in (400, 409):
-            raise ValueError(json.loads(detail).get("error", detail)) from None
-        if exc.code in (401, 403):
-            raise click.ClickException(
-                f"the daemon at {config.http.listen} refused {what} ({exc.code}): "
-                "run this where http.token_env / http.token_file is readable"
-            ) from None
-        raise click.ClickException(f"the daemon answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ConnectionRefusedError | FileNotFoundError):
-            return None
-        raise click.ClickException(
-            f"cannot reach the daemon at {config.http.listen}: {reason}"
-        ) from None
+        return call_daemon(config, "POST", path, payload, what)
+    except DaemonNotFound:
+        raise repository.UnknownIncidentError(incident_id) from None
 
 
 def _ack_locally(config: Config, incident_id: str, who: str) -> Any:
