@@ -281,7 +281,8 @@ def scrape(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str | None) -> Iter
             )
             return text if all(w in text for w in wanted) else None
 
-        text = wait_until(everything_reported, timeout=45, interval=0.2)
+        # Generous: the start-up catch-up of retention retries a locked table with backoff.
+        text = wait_until(everything_reported, timeout=120, interval=0.2)
         incidents = daemon.get("/api/incidents", params={"state": "active"}).json()["incidents"]
         assert incidents, "no incident opened"
         families = {family.name: family for family in text_string_to_metric_families(text)}
