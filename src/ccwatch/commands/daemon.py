@@ -8,15 +8,24 @@ verb falls back to a service of its own (docs/architecture.md, "One write path")
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ccwatch.config import Config
 from ccwatch.configbase import read_secret
+
+if TYPE_CHECKING:
+    from ccwatch.incidents.service import IncidentService
+
+EXIT_FAILURE = 1
+EXIT_NOT_FOUND = 3
 
 
 class DaemonRefused(ValueError):
@@ -75,3 +84,45 @@ def call_daemon(
         raise click.ClickException(
             f"cannot reach the daemon at {config.http.listen}: {reason}"
         ) from None
+
+
+def change_incident(
+    config: Config,
+    incident_id: str,
+    verb: str,
+    payload: dict[str, Any],
+    what: str,
+    local: Callable[[IncidentService], Coroutine[Any, Any, Any]],
+) -> dict[str, Any] | Any:
+    """An incident change from the CLI: ``POST /api/incidents/<id>/<verb>`` of the running
+    daemon, or ``local(service)`` on an incident service of our own when none listens.
+
+    Returns the daemon's JSON answer or what ``local`` returned. An unknown incident exits
+    3, a refused change or a failing store exits 1, each with one line on stderr.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from ccwatch.compose import build_incident_service, open_state
+    from ccwatch.errors import StateStoreError
+    from ccwatch.incidents.repository import UnknownIncidentError
+
+    path = f"/api/incidents/{urllib.parse.quote(incident_id)}/{verb}"
+    try:
+        try:
+            answer = call_daemon(config, "POST", path, payload, what)
+        except DaemonNotFound:
+            raise UnknownIncidentError(incident_id) from None
+        if answer is not None:
+            return answer
+        store = open_state(config.state.path)
+        try:
+            service = build_incident_service(config, store, CollectorRegistry())
+            return asyncio.run(local(service))
+        finally:
+            store.close()
+    except UnknownIncidentError:
+        click.echo(f"no incident with id {incident_id!r}", err=True)
+        raise SystemExit(EXIT_NOT_FOUND) from None
+    except (ValueError, StateStoreError) as exc:
+        click.echo(f"ccwatch: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None

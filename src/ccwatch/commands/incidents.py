@@ -309,12 +309,10 @@ def rca_command(
     Goes through the running daemon's API when one listens (POST /api/incidents/<id>/rca
     with the token of http.token_env/_file), else through an incident service of its own.
     """
-    import asyncio
     import getpass
 
     from ccwatch.api.tickets import parse_instant
-    from ccwatch.commands.tickets import post_through_daemon
-    from ccwatch.errors import StateStoreError
+    from ccwatch.commands.daemon import change_incident
 
     if (delivered is None) == (deferred is None):
         raise click.UsageError("give either --delivered URL_OR_TEXT or --deferred REASON --until")
@@ -331,30 +329,13 @@ def rca_command(
         payload["delivered"] = delivered
     else:
         payload.update(deferred=deferred, until=until)
-    try:
-        answer = post_through_daemon(config, found.id, "rca", payload, "the RCA")
-        if answer is None:
-            from prometheus_client import CollectorRegistry
+    def local(service: Any) -> Any:
+        if delivered is not None:
+            return service.rca_delivered(found.id, delivered, who)
+        assert deferred is not None and until is not None
+        return service.rca_deferred(found.id, deferred, parse_instant(until), who)
 
-            from ccwatch.compose import build_incident_service, open_state
-
-            store = open_state(config.state.path)
-            try:
-                service = build_incident_service(config, store, CollectorRegistry())
-                if delivered is not None:
-                    asyncio.run(service.rca_delivered(found.id, delivered, who))
-                else:
-                    assert deferred is not None and until is not None
-                    moment = parse_instant(until)
-                    asyncio.run(service.rca_deferred(found.id, deferred, moment, who))
-            finally:
-                store.close()
-    except repository.UnknownIncidentError:
-        click.echo(f"no incident with id {incident_id!r}", err=True)
-        raise SystemExit(EXIT_NOT_FOUND) from None
-    except (ValueError, StateStoreError) as exc:
-        click.echo(f"ccwatch: {exc}", err=True)
-        raise SystemExit(EXIT_FAILURE) from None
+    change_incident(config, found.id, "rca", payload, "the RCA", local)
     if delivered is not None:
         click.echo(f"incident {found.id}: RCA delivered ({delivered}); the RCA clock stopped")
     else:
@@ -372,11 +353,9 @@ def exempt_command(incident_id: str, reason: str, by: str | None) -> None:
     /api/incidents/<id>/exempt with the token of http.token_env/_file), else through an
     incident service of its own.
     """
-    import asyncio
     import getpass
 
-    from ccwatch.commands.tickets import post_through_daemon
-    from ccwatch.errors import StateStoreError
+    from ccwatch.commands.daemon import change_incident
 
     config = _context().load()
     who = by or getpass.getuser()
@@ -384,26 +363,14 @@ def exempt_command(incident_id: str, reason: str, by: str | None) -> None:
     if found is None:
         click.echo(f"no incident with id {incident_id!r}", err=True)
         raise SystemExit(EXIT_NOT_FOUND)
-    try:
-        payload = {"reason": reason, "by": who}
-        answer = post_through_daemon(config, found.id, "exempt", payload, "the exemption")
-        if answer is None:
-            from prometheus_client import CollectorRegistry
-
-            from ccwatch.compose import build_incident_service, open_state
-
-            store = open_state(config.state.path)
-            try:
-                service = build_incident_service(config, store, CollectorRegistry())
-                asyncio.run(service.exempt_sla(found.id, reason, who))
-            finally:
-                store.close()
-    except repository.UnknownIncidentError:
-        click.echo(f"no incident with id {incident_id!r}", err=True)
-        raise SystemExit(EXIT_NOT_FOUND) from None
-    except (ValueError, StateStoreError) as exc:
-        click.echo(f"ccwatch: {exc}", err=True)
-        raise SystemExit(EXIT_FAILURE) from None
+    change_incident(
+        config,
+        found.id,
+        "exempt",
+        {"reason": reason, "by": who},
+        "the exemption",
+        lambda service: service.exempt_sla(found.id, reason, who),
+    )
     click.echo(f"incident {found.id}: outside the SLA ({reason}); its SLA clocks are paused")
 
 

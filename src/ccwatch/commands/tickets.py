@@ -8,23 +8,18 @@ the daemon, whose dispatcher picks re-queued rows up within its poll interval).
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sqlite3
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
 from ccwatch.cliopts import format_option
-from ccwatch.commands.daemon import DaemonNotFound, call_daemon
+from ccwatch.commands.daemon import change_incident
 from ccwatch.config import Config
-from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
 from ccwatch.incidents.repository import outbox_rows, retry_dead
@@ -52,39 +47,6 @@ def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
         store.close()
 
 
-def _ack_through_daemon(config: Config, incident_id: str, who: str) -> dict[str, Any] | None:
-    """Acknowledge through the running daemon's API (its incident service is the one door
-    and its lifecycle must hear of it); None when no daemon listens."""
-    return post_through_daemon(config, incident_id, "ack", {"by": who}, "the acknowledgement")
-
-
-def post_through_daemon(
-    config: Config, incident_id: str, verb: str, payload: dict[str, Any], what: str
-) -> dict[str, Any] | None:
-    """POST ``payload`` to ``/api/incidents/<id>/<verb>`` of the running daemon; None when
-    no daemon listens. 404 → UnknownIncidentError, 400/409 → ValueError."""
-    path = f"/api/incidents/{urllib.parse.quote(incident_id)}/{verb}"
-    try:
-        return call_daemon(config, "POST", path, payload, what)
-    except DaemonNotFound:
-        raise repository.UnknownIncidentError(incident_id) from None
-
-
-def _ack_locally(config: Config, incident_id: str, who: str) -> Any:
-    """No daemon runs: acknowledge through an incident service of our own (the same door;
-    the daemon continues from the database when it starts)."""
-    from prometheus_client import CollectorRegistry
-
-    from ccwatch.compose import build_incident_service, open_state
-
-    store = open_state(config.state.path)
-    try:
-        service = build_incident_service(config, store, CollectorRegistry())
-        return asyncio.run(service.acknowledge(incident_id, who))
-    finally:
-        store.close()
-
-
 @click.command("ack")
 @click.argument("incident_id")
 @click.option("--by", "by", default=None, help="Who acknowledges [default: your user name].")
@@ -100,19 +62,18 @@ def ack_command(incident_id: str, by: str | None) -> None:
     if found is None:
         click.echo(f"no incident with id {incident_id!r}", err=True)
         raise SystemExit(EXIT_NOT_FOUND)
-    try:
-        answer = _ack_through_daemon(config, found.id, who)
-        if answer is None:
-            incident = _ack_locally(config, found.id, who)
-            by_name, at = incident.acknowledged_by, rfc3339(incident.acknowledged_at)
-        else:
-            by_name, at = answer.get("acknowledged_by"), answer.get("acknowledged_at")
-    except repository.UnknownIncidentError:
-        click.echo(f"no incident with id {incident_id!r}", err=True)
-        raise SystemExit(EXIT_NOT_FOUND) from None
-    except (ValueError, StateStoreError) as exc:
-        click.echo(f"ccwatch: {exc}", err=True)
-        raise SystemExit(EXIT_FAILURE) from None
+    answer = change_incident(
+        config,
+        found.id,
+        "ack",
+        {"by": who},
+        "the acknowledgement",
+        lambda service: service.acknowledge(found.id, who),
+    )
+    if isinstance(answer, dict):
+        by_name, at = answer.get("acknowledged_by"), answer.get("acknowledged_at")
+    else:
+        by_name, at = answer.acknowledged_by, rfc3339(answer.acknowledged_at)
     click.echo(f"incident {found.id} acknowledged by {by_name} at {at}")
 
 
