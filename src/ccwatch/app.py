@@ -1,6 +1,7 @@
 """The composition root: builds every service from the validated config and runs them.
 
-The services of one config "generation" run in one ``asyncio.TaskGroup``. SIGTERM or
+The services of one config "generation" run as asyncio tasks; one that fails ends the
+generation with its error, and on stop each gets ``SHUTDOWN_GRACE_SECONDS``. SIGTERM or
 SIGINT ends the generation and the process; SIGHUP ends it, validates the config file
 again and, if the new one is valid, starts the next generation with it. An invalid new
 config is refused: the errors are logged, counted, and the old generation is restarted
