@@ -262,10 +262,20 @@ def scrape(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str | None) -> Iter
         )
         daemon.env.pop("NOTIFY_SOCKET", None)
         daemon.start()
+
+        # /healthz answers before the MQTT session is subscribed; what is published
+        # before that is lost (the session is new), so wait for the subscription.
+        def subscribed() -> bool:
+            body = daemon.get("/readyz").json() if daemon else {}
+            return bool(body.get("dependencies", {}).get("mqtt", {}).get("ready"))
+
+        wait_until(subscribed, timeout=60, interval=0.1)
         publisher = Publisher(broker)
         publisher.send("acd", {"seats": 100, "agents_unable_to_take_calls": 23, "up": True})
         publisher.send("dialer", {"calls_offered": 400, "calls_rejected": 48, "up": True})
         publisher.send("ivr", b"not json")  # a rejection
+
+        missing: list[str] = []
 
         def everything_reported() -> str | None:
             text: str = daemon.get("/metrics").text if daemon else ""
@@ -279,10 +289,15 @@ def scrape(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str | None) -> Iter
                 'ccwatch_component_severity{component="acd",site="blr1"} 3.0',
                 'ccwatch_component_severity{component="dialer",site="blr1"} 2.0',
             )
-            return text if all(w in text for w in wanted) else None
+            missing[:] = [w for w in wanted if w not in text]
+            return None if missing else text
 
         # Generous: the start-up catch-up of retention retries a locked table with backoff.
-        text = wait_until(everything_reported, timeout=120, interval=0.2)
+        try:
+            text = wait_until(everything_reported, timeout=120, interval=0.2)
+        except AssertionError:
+            log = (workdir / "ccwatch.log").read_text(errors="replace")[-6000:]
+            raise AssertionError(f"/metrics still lacks {missing}; daemon log ends:\n{log}") from None
         incidents = daemon.get("/api/incidents", params={"state": "active"}).json()["incidents"]
         assert incidents, "no incident opened"
         families = {family.name: family for family in text_string_to_metric_families(text)}
