@@ -29,6 +29,7 @@ from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
 from ccwatch.state import Migrations, StateStore
+from ccwatch.tickets.links import MIGRATIONS as DESK_TICKET_MIGRATIONS
 from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
 
 # Every feature's tables, in the order their migrations run.
@@ -38,6 +39,7 @@ MIGRATIONS: tuple[Migrations, ...] = (
     CHECKLIST_MIGRATIONS,
     HISTORY_MIGRATIONS,
     MAINTENANCE_MIGRATIONS,
+    DESK_TICKET_MIGRATIONS,
 )
 
 
