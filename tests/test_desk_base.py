@@ -10,6 +10,7 @@ what is under test is the base's logic. Each real desk's API is tested in its ow
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,3 +301,43 @@ def test_notifications_carry_the_ticket_of_the_desk(store: StateStore) -> None:
     assert sent.body["tickets"] == [
         {"upstream": "desk", "id": "42", "url": "https://desk.invalid/t/42"}
     ]
+
+
+def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from ccwatch.cli import cli
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        yaml.safe_dump({"site": "blr1", "state": {"path": str(tmp_path / "s.db")}})
+    )
+    store = open_state(tmp_path / "s.db")
+    try:
+        link = store.run_sync(
+            lambda c: links_table.save(c, "rt", "0a1b2c3d", "42", "http://rt/42", 1.0)
+        )
+        store.run_sync(
+            lambda c: links_table.observed(
+                c,
+                link,
+                status="stalled",
+                phase="waiting",
+                first_response_at=None,
+                responder=None,
+                polled_at=1_795_000_000.0,
+                next_poll_at=1_795_000_060.0,
+            )
+        )
+    finally:
+        store.close()
+    listed = CliRunner().invoke(cli, ["-c", str(config_path), "tickets", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "0a1b2c3d" in listed.output and "stalled" in listed.output
+    assert "http://rt/42" in listed.output and "2026-11-18T" in listed.output
+    as_json = CliRunner().invoke(
+        cli, ["-c", str(config_path), "tickets", "list", "--desk", "--format", "json"]
+    )
+    (row,) = json.loads(as_json.output)
+    assert (row["ticket_id"], row["status"], row["phase"]) == ("42", "stalled", "waiting")
