@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ccwatch.compose import (
+    build_heartbeat,
     build_incident_service,
     build_mqtt_source,
     build_pipeline,
@@ -135,6 +136,12 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     runtime.recorder = recorder
     services["loss_history"] = recorder.run()
     services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)
+    # The dead-man's switch: pings while MQTT, the state store and ingest are healthy.
+    heartbeat = build_heartbeat(
+        config, pipeline, runtime.registry, runtime.readiness, runtime.clock
+    )
+    if heartbeat is not None:
+        services["heartbeat"] = heartbeat.run()
 
     # Scheduled jobs: one scheduler for every cron job.
     from ccwatch.checklists.service import checklist_scheduled_jobs

@@ -22,6 +22,7 @@ from ccwatch.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 10.0
+READINESS_NAME = "state_store"
 
 
 class StateMetrics:
@@ -60,7 +61,7 @@ class StateHealth:
             problem = str(exc)
         ok = problem is None
         self.metrics.ok.set(int(ok))
-        self.readiness.set("state_store", ok, problem or str(self.store.path))
+        self.readiness.set(READINESS_NAME, ok, problem or str(self.store.path))
         if problem != self._last:
             if ok:
                 logger.info("state database %s takes writes again", self.store.path)
