@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +23,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from ccwatch.config import load_config
+from ccwatch.config import Config, load_config, validate_data
 from ccwatch.errors import ConfigError
 from ccwatch.heartbeat.config import HeartbeatConfig, shown_url
 from ccwatch.heartbeat.health import HealthInputs, assess
 from ccwatch.heartbeat.service import Heartbeat
 from ccwatch.heartbeat.targets import PingUrl, fail_url
 from ccwatch.tickets.adapters.base import AdapterContext
+from tests.test_readme_examples import README, yaml_blocks
 from tests.test_tickets_support import FakeClock, Received, Receiver, Reply
 
 CHECK = str(uuid.uuid4())
@@ -305,11 +308,10 @@ def test_a_failing_target_is_counted_logged_once_and_never_raises(
     asyncio.run(scenario())
     assert (sent(registry, "ok"), sent(registry, "error")) == (1, 4)
     lines = [r.getMessage() for r in caplog.records if r.name == "ccwatch.heartbeat.service"]
+    shown = f"ping URL {shown_url(receiver.url + '/' + CHECK)}"
     assert lines == [
-        f"heartbeat: {shown_url(receiver.url + '/' + CHECK)} did not take the heartbeat: "
-        f"heartbeat {shown_url(receiver.url + '/' + CHECK)}: HTTP 503: maintenance "
-        "(retried every beat)",
-        f"heartbeat: {shown_url(receiver.url + '/' + CHECK)} takes the heartbeat again",
+        f"heartbeat: sending to url failed, retrying every beat: {shown}: HTTP 503: maintenance",
+        f"heartbeat: {shown} takes the heartbeat again",
     ]
     assert CHECK not in caplog.text  # the check id is a secret
 
@@ -333,3 +335,27 @@ def test_the_loop_runs_as_a_service_until_cancelled(receiver: Receiver) -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=20))
     assert {r.path for r in receiver.accepted} == {f"/{CHECK}"}
+
+
+# --- the README's examples -----------------------------------------------------------
+
+
+def test_the_readme_examples_are_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_HEARTBEAT_URL", f"https://hc-ping.com/{CHECK}")
+    examples = yaml_blocks("heartbeat")
+    assert len(examples) == 2
+    for example in examples:
+        config: Config = validate_data(Config, {"site": "blr1", **example}, "README heartbeat")
+        assert config.heartbeat.enabled
+
+
+def test_the_readme_alertmanager_route_passes_amtool(tmp_path: Path) -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    (route,) = [block for block in blocks if block.startswith("# alertmanager.yml")]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(route)
+    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

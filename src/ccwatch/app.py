@@ -10,8 +10,8 @@ generations, so ``/healthz`` keeps answering through a reload, and so does the i
 service (its open incidents and holds carry over a SIGHUP).
 
 ``build_services`` is where the features meet: it builds the outbox dispatcher, the SLA
-watcher, the MQTT pipeline and the scheduled jobs of one generation, hands each its
-collaborators, and gives the incident service the one ``on_change`` fan-out that wakes
+watcher, the MQTT pipeline, the heartbeat and the scheduled jobs of one generation, hands
+each its collaborators, and gives the incident service the one ``on_change`` fan-out that wakes
 the dispatcher and the watcher. See docs/architecture.md, "Wiring".
 """
 

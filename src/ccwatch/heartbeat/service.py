@@ -160,8 +160,8 @@ class Heartbeat:
             return
         if problem is not None:
             logger.warning(
-                "heartbeat: %s did not take the heartbeat: %s (retried every beat)",
-                target.shown,
+                "heartbeat: sending to %s failed, retrying every beat: %s",
+                target.kind,
                 problem,
                 exc_info=bug,
             )

@@ -50,12 +50,12 @@ class PingUrl:
     def __init__(self, url: str, site: str, timeout: float, context: AdapterContext) -> None:
         self.url = url.strip()
         self.site = site
-        self.shown = shown_url(self.url)
+        self.shown = f"ping URL {shown_url(self.url)}"
         path = urlsplit(self.url).path
         # Whatever error text quotes the URL or its path (the check id) is masked.
         redactor = Redactor([Secret(self.url), Secret(path.strip("/"))])
         self._context = AdapterContext(site, redactor=redactor, clock=context.clock)
-        self._http = HttpPoster(f"heartbeat {self.shown}", timeout, True, self._context)
+        self._http = HttpPoster(self.shown, timeout, True, self._context)
 
     async def alive(self, now: float) -> None:
         await self._post(self.url, f"ccwatch {self.site}: healthy")
@@ -89,7 +89,7 @@ class WatchdogAlert:
         context: AdapterContext,
     ) -> None:
         self.site = site
-        self.shown = f"alertmanager upstream {upstream.upstream_name!r}"
+        self.shown = f"Watchdog alert via {upstream.upstream_name}"
         self.lifetime = 3 * interval
         self.labels = {**upstream.labels, "alertname": WATCHDOG, "site": site, "severity": "none"}
         # The heartbeat's timeout bounds this send, not the upstream's ticket timeout.
