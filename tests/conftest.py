@@ -4,6 +4,7 @@
   sessions survive its restart); ``.stop()`` / ``.start()`` for fault tests.
 - ``pg_database``: a PostgreSQL database created for the test and dropped after it.
 - ``daemon_factory``: starts ``ccwatch run`` as a subprocess on a config the test writes.
+- ``rt_server`` (session, tests/rt.py): a Request Tracker 5 of the session's own, REST2 with tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.rt import rt_server  # noqa: F401  (fixture registration)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
