@@ -13,12 +13,14 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ccwatch.config import Config
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.tickets.adapters.jira import JiraUpstream, adf, adf_text, dedup_label
 from ccwatch.tickets.desk import DeskAdapter, Phase, TicketRef
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.harness import CLEAN, CRITICAL, MAJOR, MINOR, T0, Harness, variant
 from tests.fakedesks.jira import FakeJira, User, adf_plain
+from tests.test_readme_examples import yaml_blocks
 
 TOKEN_ENV = "CCWATCH_TEST_JIRA_TOKEN"
 AGENT = User("712020:agent-priya", "Priya (Vendor L1)")
@@ -348,3 +350,11 @@ def test_the_fake_refuses_what_jira_refuses(tmp_path: Path) -> None:
                 assert r.status == 401
 
     asyncio.run(main())
+
+
+def test_the_readme_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_JIRA_API_TOKEN", "ATATT3xFfGF0-readme-example-token")
+    [example] = [b for b in yaml_blocks("tickets") if b["tickets"][0]["type"] == "jira"]
+    config = Config.model_validate({"site": "blr1", **example})
+    [jira] = config.tickets
+    assert isinstance(jira, JiraUpstream) and jira.resolution == "Done"

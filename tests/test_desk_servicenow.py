@@ -14,12 +14,14 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ccwatch.config import Config
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.tickets.adapters.servicenow import ServiceNowUpstream, servicenow_time
 from ccwatch.tickets.desk import DeskAdapter, Phase, TicketRef
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.harness import CLEAN, CRITICAL, MAJOR, MINOR, T0, Harness, variant
 from tests.fakedesks.servicenow import GROUPS, USERS, FakeServiceNow
+from tests.test_readme_examples import yaml_blocks
 
 PASSWORD_ENV = "CCWATCH_TEST_SNOW_PASSWORD"
 TOKEN_ENV = "CCWATCH_TEST_SNOW_TOKEN"
@@ -330,3 +332,11 @@ def test_the_fake_refuses_what_servicenow_refuses() -> None:
                 assert (await r.json())["error"]["message"] == "User Not Authenticated"
 
     asyncio.run(main())
+
+
+def test_the_readme_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_SERVICENOW_PASSWORD", "readme-example-password")
+    [example] = [b for b in yaml_blocks("tickets") if b["tickets"][0]["type"] == "servicenow"]
+    config = Config.model_validate({"site": "blr1", **example})
+    [snow] = config.tickets
+    assert isinstance(snow, ServiceNowUpstream) and snow.waiting_hold_reasons == ["1"]
