@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
+from ccwatch.config import Config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.incidents.events import event_body
 from ccwatch.incidents.vocabulary import Event
@@ -25,6 +26,7 @@ from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.clickup import FakeClickUp
 from tests.test_incidents_service import CRITICAL, Clock, make_config, observe, service_for
+from tests.test_readme_examples import yaml_blocks
 from tests.test_tickets_support import generic_body
 
 TOKEN = "pk_4242_SECRETSECRETSECRET0123456789"
@@ -237,3 +239,10 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_readme_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_CLICKUP_TOKEN", "secret-for-the-example")
+    [example] = [b for b in yaml_blocks("tickets") if b["tickets"][0]["type"] == "clickup"]
+    config: Config = validate_data(Config, {"site": "blr1", **example}, "README clickup example")
+    assert config.tickets[0].requests_per_minute == 100

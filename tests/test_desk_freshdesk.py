@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
+from ccwatch.config import Config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.incidents.events import event_body
 from ccwatch.incidents.vocabulary import Event
@@ -30,6 +31,7 @@ from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.freshdesk import FakeFreshdesk
 from tests.test_incidents_service import CRITICAL, Clock, make_config, observe, service_for
+from tests.test_readme_examples import yaml_blocks
 from tests.test_tickets_support import generic_body
 
 KEY = "fdKEY0123456789abcdefSECRET"
@@ -267,3 +269,10 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_readme_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_FRESHDESK_KEY", "secret-for-the-example")
+    [example] = [b for b in yaml_blocks("tickets") if b["tickets"][0]["type"] == "freshdesk"]
+    config: Config = validate_data(Config, {"site": "blr1", **example}, "README freshdesk example")
+    assert config.tickets[0].requester_email == "ccwatch@site.example.com"

@@ -13,17 +13,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
+from ccwatch.config import Config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.incidents.events import event_body
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.state import StateStore
 from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent
-from ccwatch.tickets.adapters.zendesk import ZendeskAdapter, ZendeskUpstream
+from ccwatch.tickets.adapters.zendesk import PRIORITIES, ZendeskAdapter, ZendeskUpstream
 from ccwatch.tickets.desk import Phase, TicketRef
 from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.zendesk import FakeZendesk
 from tests.test_incidents_service import CRITICAL, Clock, make_config, observe, service_for
+from tests.test_readme_examples import yaml_blocks
 from tests.test_tickets_support import generic_body
 
 TOKEN = "zdTOKEN-5ecret-0123456789abcdef"
@@ -268,3 +270,10 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_readme_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_ZENDESK_TOKEN", "secret-for-the-example")
+    [example] = [b for b in yaml_blocks("tickets") if b["tickets"][0]["type"] == "zendesk"]
+    config: Config = validate_data(Config, {"site": "blr1", **example}, "README zendesk example")
+    assert config.tickets[0].priority("critical", PRIORITIES) == "urgent"
