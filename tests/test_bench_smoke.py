@@ -18,6 +18,15 @@ def test_store_bench_runs_on_the_current_schema() -> None:
     assert "store thread (chosen)" in result.stdout and "on the event loop" in result.stdout
 
 
+def test_desks_bench_polls_a_tiny_pass_against_the_fake_clickup() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/desks.py", "--tickets", "3", "--rpm", "600"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "requests_per_minute 600" in result.stdout and "bare aiohttp GET loop" in result.stdout
+
+
 def test_every_bench_imports_against_the_current_code() -> None:
     """A bench that no longer imports is found here, not on the day someone measures."""
     for bench in sorted((REPO / "bench").glob("*.py")):
