@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ccwatch.checklists.history import last_run
 from ccwatch.compose import MIGRATIONS, open_state
 from ccwatch.errors import StateStoreError
-from ccwatch.state import Migrations, StateStore, schema_versions, transaction
+from ccwatch.state import Migrations, SqliteStore, StateStore, schema_versions, transaction
 from ccwatch.state.migrations import PER_OWNER
 
 
@@ -83,23 +84,36 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
         connection.execute(
             "INSERT INTO scheduler_runs (job, last_run_at) VALUES ('checklist:daily', 1.0)"
         )
+        connection.execute(
+            "INSERT INTO checklist_runs (id, checklist, started_at, duration_seconds, trigger,"
+            " counts) VALUES (1, 'daily', 1.0, 0.1, 'cron', '{}')"
+        )
+        for check in ("disk", "backup"):  # file order, kept by rowid in that era
+            connection.execute(
+                "INSERT INTO checklist_results (run_id, check_id, type, status,"
+                " duration_seconds) VALUES (1, ?, 'x', 'ok', 0.01)",
+                (check,),
+            )
         connection.execute("PRAGMA user_version = 2")
     extra = Migrations("extra", {1: "CREATE TABLE extra (x INTEGER)"})
-    store = StateStore.open(path, [*MIGRATIONS, extra])
+    store = SqliteStore.open(path, [*MIGRATIONS, extra])
     try:
         versions = store.run_sync(schema_versions)
         # Adopted at 1, then the missing steps: incidents 2 (expired leaves the one-active
-        # index) and the history table, which did not exist then.
+        # index) and 3 (the outbox claim), checklists 2 (the results' order as a column)
+        # and the history table, which did not exist then.
         assert versions == {
-            "incidents": 2,
+            "incidents": 3,
             "scheduler": 1,
-            "checklists": 1,
+            "checklists": 2,
             "history": 1,
             "maintenance": 1,
             "extra": 1,
         }
         jobs = store.run_sync(lambda c: c.execute("SELECT job FROM scheduler_runs").fetchall())
         assert [row[0] for row in jobs] == ["checklist:daily"]
+        run = store.run_sync(lambda c: last_run(c, "daily"))
+        assert run is not None and [r.id for r in run.results] == ["disk", "backup"]
     finally:
         store.close()
 

@@ -161,7 +161,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path) -> None:
         registry = build_registry()
         self.metrics = shared_metrics(DaemonMetrics, registry)
-        store = open_state(config.state.path)
+        store = open_state(config.state)
         incidents: IncidentService = build_incident_service(config, store, registry)
         self.runtime = Runtime(
             config=config,
@@ -289,11 +289,11 @@ class Daemon:
             )
             return
         old_config = self.runtime.config
-        if new_config.state.path != old_config.state.path:
+        if new_config.state != old_config.state:
             logger.warning(
-                "state.path changed to %s; a running daemon keeps %s until restarted",
-                new_config.state.path,
-                old_config.state.path,
+                "state changed to %s; a running daemon keeps %s until restarted",
+                new_config.state.describe(),
+                old_config.state.describe(),
             )
             new_config = new_config.model_copy(update={"state": old_config.state})
         if new_config.http.listen != old_config.http.listen:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
 from ccwatch.config import Config
+from ccwatch.errors import StateStoreError
 from ccwatch.history import MIGRATIONS as HISTORY_MIGRATIONS
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
@@ -28,7 +29,8 @@ from ccwatch.readiness import Readiness
 from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
-from ccwatch.state import Migrations, StateStore
+from ccwatch.settings import StateConfig, StatePool
+from ccwatch.state import Migrations, SqliteStore, StateStore
 from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
 
 # Every feature's tables, in the order their migrations run.
@@ -78,9 +80,22 @@ def build_mqtt_source(
     )
 
 
-def open_state(path: Path) -> StateStore:
-    """The state database with every feature's tables (raises StateStoreError)."""
-    return StateStore.open(path, MIGRATIONS)
+def open_state(state: StateConfig | Path) -> StateStore:
+    """The state database with every feature's tables (raises StateStoreError): the
+    ``state:`` section's backend, or the SQLite file at a path."""
+    if isinstance(state, Path):
+        return SqliteStore.open(state, MIGRATIONS)
+    if state.backend == "sqlite":
+        return SqliteStore.open(state.path, MIGRATIONS)
+    # Imported here: SQLite deployments never load libpq and the pool.
+    from ccwatch.state.postgres import PostgresStore
+
+    try:
+        dsn = state.dsn()
+    except (OSError, ValueError) as exc:
+        raise StateStoreError(f"cannot open the state database: {exc}") from None
+    pool = state.pool or StatePool()
+    return PostgresStore.open(dsn, MIGRATIONS, min_size=pool.min_size, max_size=pool.max_size)
 
 
 def lifecycle_settings(config: Config) -> LifecycleSettings:

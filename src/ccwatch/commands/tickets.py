@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,7 +22,7 @@ from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
 from ccwatch.incidents.repository import outbox_rows, retry_dead
-from ccwatch.state import StateStore
+from ccwatch.state import Connection, StateStore
 
 T = TypeVar("T")
 EXIT_FAILURE = 1
@@ -37,10 +36,10 @@ def _config() -> Config:
     return config
 
 
-def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
+def _with_store(fn: Callable[[Connection], T]) -> T:
     from ccwatch.compose import open_state
 
-    store: StateStore = open_state(_config().state.path)
+    store: StateStore = open_state(_config().state)
     try:
         return store.run_sync(fn)
     finally:

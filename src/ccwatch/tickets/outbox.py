@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ccwatch.errors import (
     PermanentUpstreamError,
-    StateStoreError,
     TemporaryUpstreamError,
     UpstreamError,
 )
@@ -48,7 +46,7 @@ from ccwatch.incidents.repository import OutboxRow, Outcome
 from ccwatch.metrics import shared_metrics
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor, process_redactor
-from ccwatch.state import StateStore
+from ccwatch.state import STORE_ERRORS, StateStore
 from ccwatch.tickets.adapters.base import Adapter, TicketEvent
 
 logger = logging.getLogger(__name__)
@@ -178,7 +176,7 @@ class OutboxDispatcher:
                 if self.clock() >= next_periodic:
                     next_periodic = self.clock() + self.periodic_interval
                     await self._periodic(adapter)
-            except (sqlite3.Error, OSError, StateStoreError) as exc:
+            except STORE_ERRORS as exc:
                 logger.error("outbox %s: cannot read the state database: %s; retrying", name, exc)
                 delivered_any, next_due = False, None
             if delivered_any:
