@@ -48,7 +48,7 @@ from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
-from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
 from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,11 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
             readiness=runtime.readiness,
             on_dead=incidents.note_dead_letter,
             clock=runtime.clock,
+            lease=claim_lease(
+                [u.timeout.total_seconds() for u in config.tickets if u.enabled],
+                OutboxDispatcher.BATCH_SIZE,
+                OutboxDispatcher.CONCURRENCY,
+            ),
         )
         services["outbox"] = dispatcher.run()
     watcher: SlaWatcher | None = None

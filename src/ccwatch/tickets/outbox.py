@@ -21,6 +21,12 @@ per upstream:
 The dispatcher reads and updates the outbox through ``incidents.repository`` (which owns
 the table); a dead-lettered row is reported to ``on_dead`` (the incident service's
 ``note``, wired by ``app.py``), so the incident's timeline says so.
+
+On PostgreSQL several dispatchers (workers) may share one outbox: each has its own
+``Claim`` token, ``repository.take_ready`` claims the rows it returns (``FOR UPDATE SKIP
+LOCKED``) for ``claim_lease`` seconds, and ``record_outcomes`` records an outcome only
+while the claim holds, so each event goes out once per idempotency key across workers.
+On SQLite (one process) nothing is claimed.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,7 +50,7 @@ from ccwatch.errors import (
     UpstreamError,
 )
 from ccwatch.incidents import repository
-from ccwatch.incidents.repository import OutboxRow, Outcome
+from ccwatch.incidents.repository import Claim, OutboxRow, Outcome
 from ccwatch.metrics import shared_metrics
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor, process_redactor
@@ -52,6 +60,14 @@ from ccwatch.tickets.adapters.base import Adapter, TicketEvent
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0  # a Retry-After beyond an hour is a misconfigured upstream
+MIN_CLAIM_LEASE = 300.0
+
+
+def claim_lease(timeouts: Iterable[float], batch_size: int, concurrency: int) -> float:
+    """Seconds a claimed batch stays with its dispatcher: the slowest batch (every
+    attempt timing out) twice over, at least ``MIN_CLAIM_LEASE``."""
+    rounds = math.ceil(batch_size / max(concurrency, 1))
+    return max(MIN_CLAIM_LEASE, 2 * rounds * max(timeouts, default=0.0))
 
 
 class OutboxMetrics:
@@ -104,6 +120,9 @@ OnDead = Callable[[OutboxRow, str], Awaitable[None]]
 class OutboxDispatcher:
     """Delivers the outbox of each configured upstream through its adapter."""
 
+    BATCH_SIZE = 256  # rows taken (on PostgreSQL: claimed) per round
+    CONCURRENCY = 16  # deliveries in flight per upstream
+
     def __init__(
         self,
         store: StateStore,
@@ -118,8 +137,9 @@ class OutboxDispatcher:
         rand: Callable[[], float] = random.random,
         poll_interval: float = 1.0,
         periodic_interval: float = 5.0,
-        batch_size: int = 256,
-        concurrency: int = 16,
+        batch_size: int = BATCH_SIZE,
+        concurrency: int = CONCURRENCY,
+        lease: float = MIN_CLAIM_LEASE,
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
@@ -134,6 +154,7 @@ class OutboxDispatcher:
         self.periodic_interval = periodic_interval
         self.batch_size = batch_size
         self.concurrency = concurrency
+        self.claim = Claim(uuid.uuid4().hex, lease)
         self._wakeups: dict[str, asyncio.Event] = {name: asyncio.Event() for name in adapters}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -200,9 +221,9 @@ class OutboxDispatcher:
         head row becomes due (None when nothing waits).
         """
         now = self.clock()
-        rows = await self.store.run(lambda c: repository.select_ready(c, name, self.batch_size * 4))
-        ready = [row for row in rows if row.next_attempt_at <= now][: self.batch_size]
-        waiting = [row.next_attempt_at for row in rows if row.next_attempt_at > now]
+        ready, waiting = await self.store.run(
+            lambda c: repository.take_ready(c, name, now, self.batch_size, self.claim)
+        )
         outcomes: list[Outcome] = []
         if ready:
             semaphore = asyncio.Semaphore(self.concurrency)
@@ -213,12 +234,14 @@ class OutboxDispatcher:
 
             outcomes = list(await asyncio.gather(*(attempt(row) for row in ready)))
             now = self.clock()
-            dead = await self.store.run(lambda c: repository.record_outcomes(c, outcomes, now))
+            dead = await self.store.run(
+                lambda c: repository.record_outcomes(c, outcomes, now, self.claim)
+            )
             await self._report_dead(dead, outcomes)
         await self._update_depth(name)
         finished = any(outcome.status != "pending" for outcome in outcomes)
         retries = [o.next_attempt_at for o in outcomes if o.status == "pending"]
-        next_due = min(waiting + retries, default=None)
+        next_due = min([*retries, *([] if waiting is None else [waiting])], default=None)
         return finished, next_due
 
     async def _report_dead(self, dead: list[OutboxRow], outcomes: list[Outcome]) -> None:
