@@ -70,7 +70,10 @@ def record(conn: Connection, minute: int, values: Mapping[str, tuple[float, int]
         conn.executemany(
             "INSERT INTO loss_history (component, minute, loss, severity) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (component, minute) DO UPDATE SET"
-            " loss = MAX(loss, excluded.loss), severity = MAX(severity, excluded.severity)",
+            " loss = CASE WHEN excluded.loss > loss_history.loss"
+            " THEN excluded.loss ELSE loss_history.loss END,"
+            " severity = CASE WHEN excluded.severity > loss_history.severity"
+            " THEN excluded.severity ELSE loss_history.severity END",
             [(name, minute, loss, severity) for name, (loss, severity) in values.items()],
         )
 
