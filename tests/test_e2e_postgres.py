@@ -68,6 +68,11 @@ def test_incidents_live_in_postgresql_across_a_restart(
     publisher.send("acd", agents(23))
     before = until_incident(daemon, "acd", lambda i: i["severity"] == "critical")
     wait_until(lambda: [r for r in receiver.accepted if r.json["event"] == "open"], timeout=15)
+    # The pages read history, checklists and the outbox from PostgreSQL too.
+    for path in ("/", "/api/overview", f"/incidents/{before['id']}", f"/api/incidents/{before['id']}"):
+        assert daemon.get(path).status_code == 200, path
+    detail = daemon.get(f"/api/incidents/{before['id']}").json()
+    assert "23 of 100 agents" in json.dumps(detail)
     assert daemon.stop() == 0
 
     # While ccwatch is down the fault goes on; after the restart it continues the incident.

@@ -82,6 +82,8 @@ def test_rows_read_by_name_and_position(pg_schema_dsn: str) -> None:
         )
         assert at == 1.5
         assert store.run_sync(schema_versions) == {m.owner: m.latest for m in MIGRATIONS}
+        # A lock held elsewhere fails a write after 5 s (SQLite's busy_timeout), not never.
+        assert store.run_sync(lambda c: c.execute("SHOW lock_timeout").fetchone()[0]) == "5s"
     finally:
         store.close()
 

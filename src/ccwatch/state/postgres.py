@@ -47,6 +47,7 @@ MIGRATION_LOCK = 0x63637761746368
 DEFAULT_MIN_SIZE = 1
 DEFAULT_MAX_SIZE = 4
 CONNECT_TIMEOUT = 5.0  # seconds to connect, and to wait for a free pooled connection
+LOCK_TIMEOUT_MS = 5000  # like SQLite's busy_timeout
 
 
 # --- statements and rows ----------------------------------------------------------------
@@ -166,6 +167,12 @@ def _scrub(text: str, dsn: str) -> str:
     return " ".join(text.split())
 
 
+def _configure(raw: psycopg.Connection[Any]) -> None:
+    """Each new pooled connection: wait at most as long for a lock as SQLite's
+    ``busy_timeout`` (5 s), then fail the write (it is retried) instead of hanging."""
+    raw.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+
+
 class PostgresStore(StateStore):
     """A psycopg connection pool and one store thread per connection."""
 
@@ -189,6 +196,7 @@ class PostgresStore(StateStore):
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, "row_factory": pg_row},
+            configure=_configure,
             open=False,
             name="ccwatch-state",
             timeout=timeout,
