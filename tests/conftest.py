@@ -9,6 +9,7 @@
   per test module, dropped after it); call it again to reopen the same database. The
   PostgreSQL variant is skipped, with the reason, when PostgreSQL is not reachable.
 - ``daemon_factory``: starts ``ccwatch run`` as a subprocess on a config the test writes.
+- ``rt_server`` (session, tests/rt.py): a Request Tracker 5 of the session's own, REST2 with tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.rt import rt_server  # noqa: F401  (fixture registration)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

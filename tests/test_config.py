@@ -285,6 +285,7 @@ def test_features_do_not_import_the_root_config() -> None:
         "ccwatch.retention.job",
         "ccwatch.scheduler",
         "ccwatch.sla",
+        "ccwatch.heartbeat.service",
     ]
     code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('ccwatch.config' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -72,6 +72,7 @@ BOUNDED_LABELS = {
     "database",
     "table",
     "dependency",
+    "target",  # the heartbeat's: url, alertmanager
     "sha256",  # ccwatch_config_info: one series, the loaded config
     "version",  # ccwatch_build_info
     "le",
@@ -122,6 +123,8 @@ FAMILIES = [
     "ccwatch_retention_batch_retries",
     "ccwatch_retention_runs",
     "ccwatch_retention_last_success_timestamp_seconds",
+    "ccwatch_heartbeat_sends",
+    "ccwatch_heartbeat_last_success_timestamp_seconds",
 ]
 LISTED = {f if isinstance(f, str) else str(f.values[0]) for f in FAMILIES}
 
@@ -236,6 +239,8 @@ def scrape(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str | None) -> Iter
                 "schedule": {"cron": "30 1 * * *", "timezone": "UTC"},
                 "databases": databases,
             },
+            # Pings the refuser: every send is an error.
+            heartbeat={"url_env": "CCWATCH_TEST_HEARTBEAT_URL", "interval": "1s", "timeout": "1s"},
         )
         (workdir / "checklists").mkdir()
         (workdir / "checklists" / "daily.yaml").write_text(CHECKLIST)
@@ -256,7 +261,11 @@ def scrape(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str | None) -> Iter
         (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         daemon = DaemonProcess(
             workdir / "config.yaml",
-            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            {
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "CCWATCH_TEST_HEARTBEAT_URL": f"http://127.0.0.1:{refuser.server_address[1]}/ping",
+            },
             workdir / "ccwatch.log",
             listen=config["http"]["listen"],
         )

@@ -119,6 +119,7 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
             "checklists": 2,
             "history": 1,
             "maintenance": 1,
+            "desk_tickets": 1,
             "extra": 1,
         }
         jobs = store.run_sync(lambda c: c.execute("SELECT job FROM scheduler_runs").fetchall())

@@ -10,8 +10,8 @@ generations, so ``/healthz`` keeps answering through a reload, and so does the i
 service (its open incidents and holds carry over a SIGHUP).
 
 ``build_services`` is where the features meet: it builds the outbox dispatcher, the SLA
-watcher, the MQTT pipeline and the scheduled jobs of one generation, hands each its
-collaborators, and gives the incident service the one ``on_change`` fan-out that wakes
+watcher, the MQTT pipeline, the heartbeat and the scheduled jobs of one generation, hands
+each its collaborators, and gives the incident service the one ``on_change`` fan-out that wakes
 the dispatcher and the watcher. See docs/architecture.md, "Wiring".
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ccwatch.compose import (
+    build_heartbeat,
     build_incident_service,
     build_mqtt_source,
     build_pipeline,
@@ -140,6 +141,12 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     runtime.recorder = recorder
     services["loss_history"] = recorder.run()
     services["incident_ticker"] = incidents.run_ticker(TICK_SECONDS)
+    # The dead-man's switch: pings while MQTT, the state store and ingest are healthy.
+    heartbeat = build_heartbeat(
+        config, pipeline, runtime.registry, runtime.readiness, runtime.clock
+    )
+    if heartbeat is not None:
+        services["heartbeat"] = heartbeat.run()
 
     # Scheduled jobs: one scheduler for every cron job.
     from ccwatch.checklists.service import checklist_scheduled_jobs

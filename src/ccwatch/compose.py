@@ -16,10 +16,14 @@ from prometheus_client import CollectorRegistry
 from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
 from ccwatch.config import Config
 from ccwatch.errors import StateStoreError
+from ccwatch.heartbeat.health import HealthInputs
+from ccwatch.heartbeat.service import Heartbeat
+from ccwatch.heartbeat.targets import PingUrl, Target, WatchdogAlert
 from ccwatch.history import MIGRATIONS as HISTORY_MIGRATIONS
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
+from ccwatch.ingest.mqtt import READINESS_NAME as MQTT_READINESS
 from ccwatch.ingest.mqtt import MqttSource
 from ccwatch.ingest.pipeline import Pipeline
 from ccwatch.maintenance.config import schedules
@@ -31,6 +35,9 @@ from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
 from ccwatch.settings import StateConfig, StatePool
 from ccwatch.state import Migrations, SqliteStore, StateStore
+from ccwatch.state.health import READINESS_NAME as STATE_READINESS
+from ccwatch.tickets.adapters import AdapterContext
+from ccwatch.tickets.links import MIGRATIONS as DESK_TICKET_MIGRATIONS
 from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
 
 # Every feature's tables, in the order their migrations run.
@@ -40,6 +47,7 @@ MIGRATIONS: tuple[Migrations, ...] = (
     CHECKLIST_MIGRATIONS,
     HISTORY_MIGRATIONS,
     MAINTENANCE_MIGRATIONS,
+    DESK_TICKET_MIGRATIONS,
 )
 
 
@@ -78,6 +86,41 @@ def build_mqtt_source(
         clock,
         client_id=config.mqtt_client_id,
     )
+
+
+def build_heartbeat(
+    config: Config,
+    pipeline: Pipeline,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    clock: Callable[[], float] = time.time,
+) -> Heartbeat | None:
+    """The dead-man's switch of ``config.heartbeat`` (None when it is off). Its health
+    inputs: the MQTT and state-store dependencies of ``readiness`` and the pipeline's
+    last message."""
+    section = config.heartbeat
+    if not section.enabled:
+        return None
+    context = AdapterContext(site=config.site, clock=clock)
+    timeout = section.timeout
+    targets: list[Target] = []
+    if (url := section.ping_url()) is not None:
+        targets.append(PingUrl(url, config.site, timeout.total_seconds(), context))
+    if (upstream := config.heartbeat_upstream()) is not None:
+        interval = section.interval.total_seconds()
+        targets.append(WatchdogAlert(upstream, config.site, interval, timeout, context))
+
+    def probe() -> HealthInputs:
+        mqtt_connected, mqtt_detail = readiness.status(MQTT_READINESS)
+        state_ok, state_detail = readiness.status(STATE_READINESS)
+        return HealthInputs(
+            mqtt_connected=mqtt_connected,
+            mqtt_detail=mqtt_detail,
+            state_problem=None if state_ok else state_detail,
+            last_message_at=pipeline.last_message_at,
+        )
+
+    return Heartbeat(section, targets, probe, registry, clock)
 
 
 def open_state(state: StateConfig | Path) -> StateStore:

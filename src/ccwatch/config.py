@@ -29,7 +29,9 @@ from ccwatch.config_errors import format_validation_errors as format_validation_
 from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data
 from ccwatch.configbase import StrictModel, TimeZone, repeated
+from ccwatch.durations import format_duration
 from ccwatch.errors import ConfigError
+from ccwatch.heartbeat.config import HeartbeatConfig
 from ccwatch.incidents.config import IncidentsConfig
 from ccwatch.maintenance.config import MaintenanceWindowConfig
 from ccwatch.notify.config import EmailConfig as EmailConfig
@@ -69,6 +71,7 @@ from ccwatch.settings import (
     parse_listen as parse_listen,
 )
 from ccwatch.sla import EscalationConfig, SlaConfig, escalation_problems
+from ccwatch.tickets.adapters.alertmanager import AlertmanagerUpstream
 from ccwatch.tickets.config import TicketUpstream
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
@@ -94,6 +97,7 @@ class Config(StrictModel):
     escalation: EscalationConfig = EscalationConfig()
     checklists: ChecklistsConfig = ChecklistsConfig()
     retention: RetentionConfig = RetentionConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("components", mode="before")
@@ -140,7 +144,26 @@ class Config(StrictModel):
         enabled = [u.upstream_name for u in self.tickets if u.enabled]
         if problems := escalation_problems(self.escalation, enabled, self.email is not None):
             raise ValueError("; ".join(problems))
+        name = self.heartbeat.alertmanager
+        if name is not None and self.heartbeat.enabled and self.heartbeat_upstream() is None:
+            known = [u.upstream_name for u in self.tickets if u.type == "alertmanager"]
+            raise ValueError(
+                f"heartbeat -> alertmanager: {name!r} is not an enabled alertmanager upstream "
+                "of tickets: "
+                + (f"(alertmanager upstreams: {', '.join(known)})" if known else "(none)")
+            )
         return self
+
+    def heartbeat_upstream(self) -> AlertmanagerUpstream | None:
+        """The enabled alertmanager upstream ``heartbeat.alertmanager`` names, if any."""
+        for upstream in self.tickets:
+            if (
+                isinstance(upstream, AlertmanagerUpstream)
+                and upstream.enabled
+                and upstream.upstream_name == self.heartbeat.alertmanager
+            ):
+                return upstream
+        return None
 
     def check_settings(self) -> CheckSettings:
         """What the checklist checks may read of this config (they never see all of it)."""
@@ -158,6 +181,11 @@ class Config(StrictModel):
 
     def summary(self) -> str:
         enabled = [u.upstream_name for u in self.tickets if u.enabled]
+        heartbeat = (
+            f", heartbeat every {format_duration(self.heartbeat.interval)}"
+            if self.heartbeat.enabled
+            else ""
+        )
         return (
             f"site {self.site}: {len(self.components)} components, "
             f"mqtt {self.mqtt.host}:{self.mqtt.port} (prefix {self.mqtt.topic_prefix}), "
@@ -165,6 +193,7 @@ class Config(StrictModel):
             f"{' (' + ', '.join(enabled) + ')' if enabled else ''}, "
             f"{len(self.checklists.definitions)} checklist(s), "
             f"{len(self.retention.databases)} retention database(s), state {self.state.describe()}"
+            + heartbeat
         )
 
 

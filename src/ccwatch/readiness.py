@@ -35,6 +35,10 @@ class Readiness:
         for name in list(self._states):
             self.forget(name)
 
+    def status(self, name: str) -> tuple[bool, str]:
+        """Whether ``name`` is ready and its detail; one that has not reported is not."""
+        return self._states.get(name, (False, "not reported yet"))
+
     def not_ready(self) -> dict[str, str]:
         return {name: detail for name, (ready, detail) in self._states.items() if not ready}
 

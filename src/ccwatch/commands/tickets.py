@@ -23,6 +23,8 @@ from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
 from ccwatch.incidents.repository import outbox_rows, retry_dead
 from ccwatch.state import Connection, StateStore
+from ccwatch.tickets import links
+from ccwatch.tickets.links import TicketLink
 
 T = TypeVar("T")
 EXIT_FAILURE = 1
@@ -85,13 +87,30 @@ def tickets_group() -> None:
 @click.option("--incident", "incident_id", help="Only events of this incident.")
 @click.option("--dead", is_flag=True, help="Only dead-lettered events (refused for good).")
 @click.option("--pending", is_flag=True, help="Only events still waiting to be delivered.")
+@click.option(
+    "--desk", is_flag=True, help="Only the service desks' tickets (id, URL, status, last poll)."
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @format_option("output")
 def list_command(
-    incident_id: str | None, dead: bool, pending: bool, limit: int, output: str
+    incident_id: str | None, dead: bool, pending: bool, desk: bool, limit: int, output: str
 ) -> None:
-    """List outbox events, newest first, with their delivery state and last error."""
+    """The service desks' tickets (per incident and upstream: id, URL, the status last
+    seen upstream and when it was polled), then the outbox events, newest first, with
+    their delivery state and last error. ``--format json`` prints the events (or, with
+    ``--desk``, the desk tickets)."""
     status = "dead" if dead else "pending" if pending else None
+    if desk or not (dead or pending):
+        tickets = _with_store(lambda c: _desk_tickets(c, incident_id, limit))
+        if desk:
+            if output == "json":
+                click.echo(json.dumps([t.as_json() for t in tickets], indent=2))
+            else:
+                _print_desk_tickets(tickets)
+            return
+        if tickets and output != "json":
+            _print_desk_tickets(tickets)
+            click.echo("")
     rows = _with_store(
         lambda c: outbox_rows(c, incident_id=incident_id, status=status, limit=limit)
     )
@@ -109,6 +128,30 @@ def list_command(
         )
         if row["last_error"]:
             click.echo(f"{'':>6}  {'':<14} last error: {row['last_error']}")
+
+
+def _desk_tickets(
+    conn: Connection, incident_id: str | None, limit: int
+) -> list[TicketLink]:
+    if incident_id:
+        return links.for_incident(conn, incident_id)
+    return links.listing(conn, include_closed=True, limit=limit)
+
+
+def _print_desk_tickets(tickets: list[TicketLink]) -> None:
+    if not tickets:
+        click.echo("no service-desk tickets")
+        return
+    click.echo(f"{'INCIDENT':<10} {'UPSTREAM':<14} {'TICKET':<12} {'STATUS':<22} POLLED / URL")
+    for t in tickets:
+        upstream_status = (t.status or "-") + (" (closed)" if t.closed else "")
+        polled = rfc3339(t.polled_at) if t.polled_at else "never"
+        click.echo(
+            f"{t.incident_id:<10} {t.upstream:<14} {t.ticket_id:<12} {upstream_status:<22} "
+            f"{polled}  {t.url or ''}"
+        )
+        if t.poll_error:
+            click.echo(f"{'':<10} {'':<14} last poll error: {t.poll_error}")
 
 
 @tickets_group.command("retry")

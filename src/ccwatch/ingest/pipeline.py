@@ -192,6 +192,9 @@ class Pipeline:
         self.stale_after = classification.stale_after.total_seconds()
         self.window_label = format_duration(classification.window)
         self._components: dict[str, _Component] = {}
+        # Receive time of the last message handled (accepted or not): the heartbeat's
+        # "ingest stalled" input.
+        self.last_message_at: float | None = None
         self._last_logged: dict[str, float] = {}
         self._topics: dict[str, tuple[str, str]] = {}
         # Looked up once: this runs for every message.
@@ -213,6 +216,7 @@ class Pipeline:
 
     def handle(self, topic: str, payload: bytes | str, received_at: float) -> list[Transition]:
         self.metrics.received += 1
+        self.last_message_at = received_at
         try:
             parsed = self._topics.get(topic)
             if parsed is None:

@@ -22,6 +22,7 @@ from ccwatch.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 10.0
+READINESS_NAME = "state_store"
 
 
 class StateMetrics:
@@ -61,7 +62,7 @@ class StateHealth:
             problem = str(exc)
         ok = problem is None
         self.metrics.ok.set(int(ok))
-        self.readiness.set("state_store", ok, problem or self.store.location)
+        self.readiness.set(READINESS_NAME, ok, problem or self.store.location)
         if problem != self._last:
             if ok:
                 logger.info("state database %s takes writes again", self.store.location)

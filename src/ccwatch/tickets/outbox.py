@@ -40,7 +40,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -56,6 +56,7 @@ from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor, process_redactor
 from ccwatch.state import STORE_ERRORS, StateStore
 from ccwatch.tickets.adapters.base import Adapter, TicketEvent
+from ccwatch.tickets.links import TicketLinks
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class OutboxDispatcher:
         batch_size: int = BATCH_SIZE,
         concurrency: int = CONCURRENCY,
         lease: float = MIN_CLAIM_LEASE,
+        links: TicketLinks | None = None,
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
@@ -155,6 +157,7 @@ class OutboxDispatcher:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.claim = Claim(uuid.uuid4().hex, lease)
+        self.links = links
         self._wakeups: dict[str, asyncio.Event] = {name: asyncio.Event() for name in adapters}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -257,6 +260,8 @@ class OutboxDispatcher:
     async def _attempt(self, name: str, row: OutboxRow) -> Outcome:
         adapter = self.adapters[name]
         event = ticket_event(row, self.redactor)
+        if self.links is not None and getattr(adapter, "role", "notify") != "ticket":
+            event = await self._with_tickets(event)
         event_name = row.event
         started = time.perf_counter()
         try:
@@ -300,6 +305,16 @@ class OutboxDispatcher:
         self._count(name, event_name, "delivered", started)
         self._set_ready(name, True, "last delivery succeeded")
         return Outcome(row.id, "delivered", None, row.next_attempt_at)
+
+    async def _with_tickets(self, event: TicketEvent) -> TicketEvent:
+        """A notification names the incident's service-desk tickets known by now (a page
+        sent while the desk is still creating the ticket goes without; later ones have it)."""
+        assert self.links is not None
+        known = await self.links.for_incident(event.incident_id)
+        if not known:
+            return event
+        tickets = [{"upstream": t.upstream, "id": t.ticket_id, "url": t.url} for t in known]
+        return replace(event, body={**event.body, "tickets": tickets})
 
     def _count(self, name: str, event: str, outcome: str, started: float) -> None:
         self.metrics.sent.labels(upstream=name, event=event, outcome=outcome).inc()

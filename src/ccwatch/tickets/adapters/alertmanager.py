@@ -143,7 +143,7 @@ class AlertmanagerAdapter(Adapter):
                 previous.starts_at if previous else str(event.body.get("opened_at") or iso(now))
             )
             ended = _Firing(labels, self.annotations(event), starts, now)
-            await self._post([self._alert(ended, now)])
+            await self.post_alerts([self._alert(ended, now)])
             self.firing.pop(key, None)
             return
         starts_at = previous.starts_at if previous else str(event.body.get("opened_at") or iso(now))
@@ -151,7 +151,7 @@ class AlertmanagerAdapter(Adapter):
         if previous is not None and previous.labels != current.labels:
             alerts.append(self._alert(previous, now))  # end the alert of the old severity
         alerts.append(self._alert(current, now + self._lifetime()))
-        await self._post(alerts)
+        await self.post_alerts(alerts)
         self.firing[key] = current
 
     async def periodic(self) -> None:
@@ -160,7 +160,7 @@ class AlertmanagerAdapter(Adapter):
         due = [f for f in self.firing.values() if now - f.sent_at >= interval]
         if not due:
             return
-        await self._post([self._alert(f, now + self._lifetime()) for f in due])
+        await self.post_alerts([self._alert(f, now + self._lifetime()) for f in due])
         for firing in due:
             firing.sent_at = now
 
@@ -176,7 +176,9 @@ class AlertmanagerAdapter(Adapter):
                 self.labels(event), self.annotations(event), starts_at, 0.0
             )
 
-    async def _post(self, alerts: list[dict[str, Any]]) -> None:
+    async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """POST alerts (API v2 objects) to ``/api/v2/alerts``; the heartbeat's ``Watchdog``
+        goes out through here too."""
         body = json.dumps(alerts, separators=(",", ":")).encode()
         await self._http.post(self._endpoint, body, {"Content-Type": "application/json"})
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import AnyUrl, Field, ValidationInfo, field_validator
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ccwatch.notify.config import EmailConfig
+    from ccwatch.tickets.links import TicketLinks
 
 _EXCERPT_CHARS = 200
 # Header names whose values are credentials.
@@ -55,6 +56,9 @@ class UpstreamBase(StrictModel):
     type subclasses it with ``type: Literal["<name>"]`` and its own keys."""
 
     type: str
+    role: ClassVar[str] = "notify"
+    """``ticket`` (a service desk: at most one ticket per incident), ``page`` (wakes
+    someone: PagerDuty) or ``notify`` (webhook, Alertmanager, e-mail)."""
 
     enabled: bool = True  # first, so that secret checks can skip a disabled example
     name: str | None = Field(None, description="defaults to the type; must be unique")
@@ -141,6 +145,7 @@ class AdapterContext:
     redactor: Redactor = field(default_factory=Redactor)
     clock: Callable[[], float] = time.time
     email: EmailConfig | None = None  # the SMTP relay (top-level ``email:``)
+    links: TicketLinks | None = None  # the service desks' tickets (``tickets/links.py``)
 
 
 class Adapter(abc.ABC):

@@ -15,7 +15,7 @@ to be retried.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AnyHttpUrl, Field, model_validator
 
@@ -35,6 +35,7 @@ from ccwatch.tickets.adapters.base import (
 
 class PagerDutyUpstream(UpstreamBase):
     type: Literal["pagerduty"]
+    role: ClassVar[str] = "page"
     url: AnyHttpUrl = AnyHttpUrl("https://events.pagerduty.com/v2/enqueue")
     routing_key_env: SecretEnv = None
     routing_key_file: SecretFile = None

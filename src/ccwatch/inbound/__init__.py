@@ -1,0 +1,2 @@
+"""What service desks and pagers push back: signed inbound webhooks (docs/architecture.md,
+"Service desks")."""
