@@ -3,6 +3,11 @@
 - ``mosquitto``: a Mosquitto of the test's own on a free port (persistence on, so QoS 1
   sessions survive its restart); ``.stop()`` / ``.start()`` for fault tests.
 - ``pg_database``: a PostgreSQL database created for the test and dropped after it.
+- ``state_backend`` / ``open_store``: the tests of the state store and its users run once
+  per backend (``sqlite``, ``postgresql``). ``open_store()`` opens the test's state
+  database (a SQLite file in ``tmp_path``, or a fresh schema of one PostgreSQL database
+  per test module, dropped after it); call it again to reopen the same database. The
+  PostgreSQL variant is skipped, with the reason, when PostgreSQL is not reachable.
 - ``daemon_factory``: starts ``ccwatch run`` as a subprocess on a config the test writes.
 - ``rt_server`` (session, tests/rt.py): a Request Tracker 5 of the session's own, REST2 with tokens.
 """
@@ -128,6 +133,90 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+STATE_BACKENDS = ("sqlite", "postgresql")
+
+
+def _pg_admin() -> Any:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
+
+
+@pytest.fixture(scope="module")
+def pg_module_database() -> Iterator[str]:
+    """DSN of a PostgreSQL database of the test module's own, dropped after it."""
+    name = f"ccwatch_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_DSN.replace("dbname=postgres", f"dbname={name}")
+    finally:
+        with _pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_schema_dsn(pg_module_database: str) -> Iterator[str]:
+    """DSN of a fresh, empty schema (first on the search path) in the module's database."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_module_database, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield make_conninfo(pg_module_database, options=f"-c search_path={schema}")
+    finally:
+        with psycopg.connect(pg_module_database, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=STATE_BACKENDS)
+def state_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def state_section(state_backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+                  monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The config's ``state:`` section for the test's backend (the DSN in an env variable)."""
+    if state_backend == "sqlite":
+        return {"path": str(tmp_path / "state.db")}
+    dsn: str = request.getfixturevalue("pg_schema_dsn")
+    monkeypatch.setenv("CCWATCH_TEST_STATE_DSN", dsn)
+    return {"backend": "postgresql", "dsn_env": "CCWATCH_TEST_STATE_DSN"}
+
+
+@pytest.fixture
+def open_store(state_backend: str, tmp_path: Path,
+               request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Opens the test's state database with every feature's tables; see the docstring."""
+    from ccwatch.compose import MIGRATIONS
+    from ccwatch.state import SqliteStore
+
+    opened: list[Any] = []
+    dsn: str | None = None
+    if state_backend == "postgresql":
+        dsn = request.getfixturevalue("pg_schema_dsn")
+
+    def open_(migrations: Any = MIGRATIONS) -> Any:
+        if dsn is None:
+            store: Any = SqliteStore.open(tmp_path / "state.db", migrations)
+        else:
+            from ccwatch.state.postgres import PostgresStore
+
+            store = PostgresStore.open(dsn, migrations)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
 
 
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -17,13 +16,12 @@ from ccwatch.checklists.checks.base import MemoryUse
 from ccwatch.checklists.definition import load_checklist_file
 from ccwatch.checklists.history import recent_runs
 from ccwatch.checklists.service import ChecklistService
-from ccwatch.compose import open_state
 from ccwatch.config import Config, EmailConfig
 from ccwatch.errors import TemporaryUpstreamError
 from ccwatch.incidents.external import RecordingIncidents
 from ccwatch.scheduler import last_run_times, run_scheduler
 from ccwatch.severity import Severity
-from ccwatch.state import StateStore, transaction
+from ccwatch.state import Connection, StateStore, transaction
 from tests.test_checklist_support import NOW, config, write_checklist
 
 GIB = 1024**3
@@ -47,10 +45,9 @@ class Host:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_state(tmp_path / "state.db")
-    yield opened
-    opened.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def service(
@@ -178,7 +175,7 @@ def test_the_scheduled_job_catches_up_a_missed_morning(tmp_path: Path, store: St
     assert job.name == "checklist:daily"
     assert (job.schedule.cron, str(job.schedule.timezone)) == ("30 6 * * *", "Asia/Kolkata")
 
-    def down_since_yesterday(connection: sqlite3.Connection) -> None:
+    def down_since_yesterday(connection: Connection) -> None:
         with transaction(connection):
             connection.execute(
                 "INSERT INTO scheduler_runs (job, last_run_at) VALUES (?, ?)",

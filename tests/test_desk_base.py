@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
+from ccwatch.config import load_config
 from ccwatch.incidents import repository
 from ccwatch.incidents.events import event_body
 from ccwatch.incidents.lifecycle import Reading
@@ -102,10 +103,9 @@ class MemoryDesk(DeskAdapter):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    store = open_state(tmp_path / "state.db")
-    yield store
-    store.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def desk_for(store: StateStore, clock: Clock | None = None, **config: Any) -> MemoryDesk:
@@ -303,7 +303,9 @@ def test_notifications_carry_the_ticket_of_the_desk(store: StateStore) -> None:
     ]
 
 
-def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(tmp_path: Path) -> None:
+def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(
+    tmp_path: Path, state_section: dict[str, Any]
+) -> None:
     import yaml
     from click.testing import CliRunner
 
@@ -311,9 +313,9 @@ def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(tmp_path:
 
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
-        yaml.safe_dump({"site": "blr1", "state": {"path": str(tmp_path / "s.db")}})
+        yaml.safe_dump({"site": "blr1", "state": state_section})
     )
-    store = open_state(tmp_path / "s.db")
+    store = open_state(load_config(config_path).state)
     try:
         link = store.run_sync(
             lambda c: links_table.save(c, "rt", "0a1b2c3d", "42", "http://rt/42", 1.0)

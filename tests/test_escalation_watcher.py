@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ccwatch.compose import build_incident_service, open_state
+from ccwatch.compose import build_incident_service
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident
@@ -54,10 +54,9 @@ Load = namedtuple("Load", "total available percent")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_state(tmp_path / "state.db")
-    yield opened
-    opened.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def watcher_for(

@@ -7,7 +7,7 @@ of a component's fault within 7 days goes to engineering at its open. And
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from ccwatch.cli import cli
-from ccwatch.compose import configure_incident_service, incident_settings, open_state
+from ccwatch.compose import configure_incident_service, incident_settings
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import Reading
@@ -62,10 +62,9 @@ def config_with(escalation: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_state(tmp_path / "state.db")
-    yield opened
-    opened.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def started(

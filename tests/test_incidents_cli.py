@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from click.testing import CliRunner
 
 from ccwatch.cli import cli
 from ccwatch.compose import open_state
+from ccwatch.config import load_config
 from ccwatch.incidents.lifecycle import Lifecycle, LifecycleSettings, Reading
 from ccwatch.incidents.repository import outbox_rows, write_transition
 from ccwatch.severity import Severity
@@ -61,14 +63,16 @@ def test_classify_refuses_contradictions() -> None:
     assert code == 2 and "--seats" in out
 
 
-def test_incidents_list_and_show_read_the_state_database(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+def test_incidents_list_and_show_read_the_state_database(
+    tmp_path: Path, state_section: dict[str, Any], state_backend: str
+) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"site": "blr1", "state": {"path": str(state)}}))
-    code, out = run("incidents", "list", config=config)
-    assert code == 1 and "no state database" in out
+    config.write_text(yaml.safe_dump({"site": "blr1", "state": state_section}))
+    if state_backend == "sqlite":
+        code, out = run("incidents", "list", config=config)
+        assert code == 1 and "no state database" in out
 
-    store = open_state(state)
+    store = open_state(load_config(config).state)
     lifecycle = Lifecycle("blr1", LifecycleSettings(open_after=0), new_id=lambda: "a1b2c3d4e5f6")
     impact = "23 of 100 agents cannot take calls (23.0%)"
     [opened] = lifecycle.observe("acd", Reading(Severity.CRITICAL, 0.23, impact), 1_795_000_000)
@@ -93,23 +97,24 @@ def test_incidents_list_and_show_read_the_state_database(tmp_path: Path) -> None
         assert code == 3 and "no incident" in out, pattern
 
 
-def test_incidents_ack_without_a_daemon_goes_through_an_incident_service(tmp_path: Path) -> None:
+def test_incidents_ack_without_a_daemon_goes_through_an_incident_service(
+    tmp_path: Path, state_section: dict[str, Any]
+) -> None:
     """No daemon listens: the CLI acknowledges through an incident service of its own
     (the same door as the API), so the timeline and the event are the same."""
-    state = tmp_path / "state.db"
     config = tmp_path / "config.yaml"
     port = free_port()
     config.write_text(
         yaml.safe_dump(
             {
                 "site": "blr1",
-                "state": {"path": str(state)},
+                "state": state_section,
                 "http": {"listen": f"127.0.0.1:{port}"},
                 "tickets": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}],
             }
         )
     )
-    store = open_state(state)
+    store = open_state(load_config(config).state)
     lifecycle = Lifecycle("blr1", LifecycleSettings(open_after=0), new_id=lambda: "feedbeef0001")
     [opened] = lifecycle.observe("acd", Reading(Severity.MAJOR, 0.05, "5 of 100"), 1_795_000_000)
     store.run_sync(lambda conn: write_transition(conn, opened, []))
@@ -121,7 +126,7 @@ def test_incidents_ack_without_a_daemon_goes_through_an_incident_service(tmp_pat
     body = json.loads(out)
     assert (body["state"], body["acknowledged_by"]) == ("acknowledged", "ravi")
     assert [e["change"] for e in body["timeline"]] == ["opened", "acknowledged"]
-    store = open_state(state)
+    store = open_state(load_config(config).state)
     try:
         events = store.run_sync(lambda c: [r["event"] for r in outbox_rows(c)])
     finally:

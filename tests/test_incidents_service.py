@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ccwatch.compose import incident_settings, open_state
+from ccwatch.compose import incident_settings
 from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import Reading
@@ -21,7 +20,7 @@ from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.severity import Severity
-from ccwatch.state import StateStore
+from ccwatch.state import SQLITE, STORE_ERRORS, StateStore
 
 CRITICAL = Reading(Severity.CRITICAL, 0.23, "23 of 100 agents cannot take calls (23.0%)")
 MAJOR = Reading(Severity.MAJOR, 0.05, "5 of 100 agents cannot take calls (5.0%)")
@@ -58,10 +57,9 @@ def make_config(tmp_path: Path, tickets: list[dict[str, Any]] | None = None) -> 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    store = open_state(tmp_path / "state.db")
-    yield store
-    store.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def service_for(store: StateStore, config: Config, clock: Clock, **kwargs: Any) -> IncidentService:
@@ -175,16 +173,31 @@ def test_a_failing_write_rolls_back_the_incident_with_its_outbox_rows(
     clock = Clock()
     service = service_for(store, make_config(tmp_path), clock)
     # Make the outbox insert fail: the incident row written just before must not stay.
-    store.run_sync(
-        lambda conn: conn.execute(
-            "CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    if store.dialect is SQLITE:
+        store.run_sync(
+            lambda conn: conn.execute(
+                "CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
         )
-    )
+    else:
+        store.run_sync(
+            lambda conn: conn.execute(
+                "CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+            )
+        )
+        store.run_sync(
+            lambda conn: conn.execute(
+                "CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox"
+                " FOR EACH ROW EXECUTE FUNCTION fail_outbox()"
+            )
+        )
     asyncio.run(observe(service, CRITICAL, clock.now))
     assert store.run_sync(lambda conn: repository.list_incidents(conn)) == []
     assert service.metrics.write_failures._value.get() == 1
     # The disk has room again: the next message writes the open it could not write.
-    store.run_sync(lambda conn: conn.execute("DROP TRIGGER fail_outbox"))
+    on_table = "" if store.dialect is SQLITE else " ON outbox"
+    store.run_sync(lambda conn: conn.execute(f"DROP TRIGGER fail_outbox{on_table}"))
     asyncio.run(observe(service, CRITICAL, clock.now + 1))
     [incident] = store.run_sync(lambda conn: repository.list_incidents(conn))
     assert incident.state == "open"
@@ -204,7 +217,7 @@ def test_restart_continues_the_incident_and_never_opens_it_twice(
     assert len(incidents) == 1 and incidents[0].state == "open"
     assert [r["event"] for r in outbox(store)].count("open") == 2  # one per upstream
     # The database itself refuses a second active incident for the same component.
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(STORE_ERRORS, match=r"(?i)unique"):
         store.run_sync(
             lambda conn: repository.save_incident(conn, replace(incidents[0], id="other"))
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from ccwatch.compose import incident_settings, open_state
+from ccwatch.compose import incident_settings
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import DEFERRED_KEY
 from ccwatch.incidents.service import IncidentService
@@ -110,8 +111,8 @@ def test_config_windows_validate_and_schedule() -> None:
             MaintenanceWindowConfig.model_validate(bad)
 
 
-def test_adhoc_windows_are_stored_listed_and_ended(tmp_path: Path) -> None:
-    store = open_state(tmp_path / "state.db")
+def test_adhoc_windows_are_stored_listed_and_ended(open_store: Callable[..., StateStore]) -> None:
+    store = open_store()
     try:
         now = 1_795_000_000.0
         added = store.run_sync(
@@ -136,9 +137,12 @@ def test_adhoc_windows_are_stored_listed_and_ended(tmp_path: Path) -> None:
 
 
 def _service(
-    tmp_path: Path, clock: Clock, calendar: MaintenanceCalendar
+    open_store: Callable[..., StateStore],
+    tmp_path: Path,
+    clock: Clock,
+    calendar: MaintenanceCalendar,
 ) -> tuple[StateStore, IncidentService]:
-    store = open_state(tmp_path / "state.db")
+    store = open_store()
     config = make_config(tmp_path)
     service = IncidentService(
         store,
@@ -161,11 +165,13 @@ def _events(store: StateStore) -> list[tuple[str, str]]:
     return [(r["upstream"], r["event"]) for r in outbox(store)]
 
 
-def test_an_incident_that_ends_inside_a_window_sends_nothing(tmp_path: Path) -> None:
+def test_an_incident_that_ends_inside_a_window_sends_nothing(
+    tmp_path: Path, open_store: Callable[..., StateStore]
+) -> None:
     clock = Clock()
     t = clock.now
     calendar = MaintenanceCalendar((Window("w", ("acd",), t - 10, t + 600, "ACD patch"),))
-    store, service = _service(tmp_path, clock, calendar)
+    store, service = _service(open_store, tmp_path, clock, calendar)
 
     async def run() -> None:
         await _feed(service, clock, CRITICAL, t)
@@ -186,11 +192,13 @@ def test_an_incident_that_ends_inside_a_window_sends_nothing(tmp_path: Path) -> 
     store.close()
 
 
-def test_an_incident_still_active_when_the_window_ends_opens_then(tmp_path: Path) -> None:
+def test_an_incident_still_active_when_the_window_ends_opens_then(
+    tmp_path: Path, open_store: Callable[..., StateStore]
+) -> None:
     clock = Clock()
     t = clock.now
     calendar = MaintenanceCalendar((Window("w", ("*",), t - 10, t + 600, "PBX upgrade"),))
-    store, service = _service(tmp_path, clock, calendar)
+    store, service = _service(open_store, tmp_path, clock, calendar)
 
     async def run() -> None:
         await _feed(service, clock, CRITICAL, t)
@@ -215,12 +223,12 @@ def test_an_incident_still_active_when_the_window_ends_opens_then(tmp_path: Path
 
 
 def test_a_window_never_swallows_the_resolve_of_an_incident_opened_before(
-    tmp_path: Path,
+    tmp_path: Path, open_store: Callable[..., StateStore]
 ) -> None:
     clock = Clock()
     t = clock.now
     calendar = MaintenanceCalendar((Window("w", ("acd",), t + 30, t + 600, "ACD patch"),))
-    store, service = _service(tmp_path, clock, calendar)
+    store, service = _service(open_store, tmp_path, clock, calendar)
 
     async def run() -> None:
         await _feed(service, clock, CRITICAL, t)  # before the window
@@ -237,10 +245,12 @@ def test_a_window_never_swallows_the_resolve_of_an_incident_opened_before(
     store.close()
 
 
-def test_sla_exemption_pauses_the_clocks_and_goes_upstream(tmp_path: Path) -> None:
+def test_sla_exemption_pauses_the_clocks_and_goes_upstream(
+    tmp_path: Path, open_store: Callable[..., StateStore]
+) -> None:
     clock = Clock()
     t = clock.now
-    store, service = _service(tmp_path, clock, MaintenanceCalendar())
+    store, service = _service(open_store, tmp_path, clock, MaintenanceCalendar())
 
     async def run() -> str:
         await _feed(service, clock, CRITICAL, t)
@@ -283,7 +293,9 @@ def test_an_exempt_incidents_clocks_stop_at_the_exemption(exempt_after: int, lat
 # --- the command line (no daemon listening: the state database directly) ------------
 
 
-def test_maintenance_cli_add_list_end_without_a_daemon(tmp_path: Path) -> None:
+def test_maintenance_cli_add_list_end_without_a_daemon(
+    tmp_path: Path, state_section: dict[str, Any]
+) -> None:
     from click.testing import CliRunner
 
     from ccwatch.cli import cli
@@ -291,7 +303,7 @@ def test_maintenance_cli_add_list_end_without_a_daemon(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
         "site: blr1\n"
-        f"state: {{path: {tmp_path / 'state.db'}}}\n"
+        f"state: {json.dumps(state_section)}\n"
         "http: {listen: '127.0.0.1:9'}\n"
         "maintenance:\n"
         "  - {components: [ivr], cron: '0 3 * * *', duration: 1h, reason: nightly IVR}\n"

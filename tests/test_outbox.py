@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -28,6 +31,7 @@ from ccwatch.state import StateStore
 from ccwatch.tickets.adapters.base import AdapterContext, RecordingAdapter
 from ccwatch.tickets.adapters.webhook import WebhookAdapter, WebhookUpstream
 from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
+from tests.conftest import wait_until
 from tests.test_tickets_support import (
     FakeClock,
     Receiver,
@@ -41,10 +45,9 @@ SECRET = "whsec_Q2N3YXRjaC10ZXN0LXNlY3JldC0yMDI2"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_state(tmp_path / "state.db")
-    yield opened
-    opened.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 @pytest.fixture
@@ -391,15 +394,17 @@ def test_run_wakes_promptly_when_told_and_stops_cleanly(store: StateStore) -> No
     assert statuses == ["dead", "delivered"]
 
 
-def test_a_dead_letter_shows_in_incidents_show(tmp_path: Path, receiver: Receiver) -> None:
+def test_a_dead_letter_shows_in_incidents_show(
+    tmp_path: Path, receiver: Receiver, state_section: dict[str, Any]
+) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
         "site: blr1\n"
-        f"state: {{path: {tmp_path / 'state.db'}}}\n"
+        f"state: {json.dumps(state_section)}\n"
         f"tickets: [{{type: webhook, url: '{receiver.url}/hook'}}]\n"
     )
     config = load_config(config_path)
-    store = open_state(config.state.path)
+    store = open_state(config.state)
     clock = FakeClock()
     receiver.default = Reply(422, '{"error": "unknown component acd"}')
     service = build_incident_service(config, store, CollectorRegistry(), clock=clock)
@@ -427,3 +432,175 @@ def test_a_dead_letter_shows_in_incidents_show(tmp_path: Path, receiver: Receive
     assert "HTTP 422" in shown.output and "unknown component acd" in shown.output
     listed = CliRunner().invoke(cli, ["-c", str(config_path), "tickets", "list", "--dead"])
     assert "last error: webhook: HTTP 422" in listed.output
+
+
+# --- several dispatchers on one PostgreSQL outbox ------------------------------------------
+
+
+def _pending(store: StateStore) -> int:
+    count: int = store.run_sync(
+        lambda c: c.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+    )
+    return count
+
+
+def test_claims_keep_two_dispatchers_apart_and_a_lost_claim_records_nothing(
+    pg_schema_dsn: str,
+) -> None:
+    """PostgreSQL: the due head rows a dispatcher takes are its own until its lease runs
+    out; another then takes them, and the first one's late outcome changes nothing."""
+    from ccwatch.compose import MIGRATIONS
+    from ccwatch.incidents.repository import Claim, Outcome, record_outcomes, take_ready
+    from ccwatch.state.postgres import PostgresStore
+
+    first = PostgresStore.open(pg_schema_dsn, MIGRATIONS)
+    second = PostgresStore.open(pg_schema_dsn, MIGRATIONS)
+    now = 1_795_000_000.0
+    try:
+        for n in range(6):
+            enqueue(first, "webhook", f"inc-{n}", 1, "open", now=now)
+            enqueue(first, "webhook", f"inc-{n}", 2, "resolve", now=now)
+        a, b = Claim("dispatcher-a", 60.0), Claim("dispatcher-b", 60.0)
+        taken_a, _ = first.run_sync(lambda c: take_ready(c, "webhook", now, 4, a))
+        taken_b, _ = second.run_sync(lambda c: take_ready(c, "webhook", now, 10, b))
+        assert [(r.incident_id, r.seq) for r in taken_a] == [(f"inc-{n}", 1) for n in range(4)]
+        # b gets the other incidents' heads, never the next event of an incident a holds.
+        assert [(r.incident_id, r.seq) for r in taken_b] == [("inc-4", 1), ("inc-5", 1)]
+        delivered = [Outcome(r.id, "delivered", None, now) for r in taken_b]
+        second.run_sync(lambda c: record_outcomes(c, delivered, now, b))
+        # a stalls past its lease: b takes a's rows (and its own incidents' next events).
+        later = now + 61
+        retaken, _ = second.run_sync(lambda c: take_ready(c, "webhook", later, 10, b))
+        assert sorted((r.incident_id, r.seq) for r in retaken) == [
+            *((f"inc-{n}", 1) for n in range(4)),
+            ("inc-4", 2),
+            ("inc-5", 2),
+        ]
+        late = [Outcome(r.id, "dead", "too late", later) for r in taken_a]
+        assert first.run_sync(lambda c: record_outcomes(c, late, later, a)) == []
+        assert not [s for s in outbox_statuses(first) if s[2] == "dead"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_row_locked_by_another_dispatcher_is_skipped_not_waited_for(
+    pg_schema_dsn: str,
+) -> None:
+    """``FOR UPDATE SKIP LOCKED``: while another dispatcher's claim transaction holds an
+    incident's head row, the claim of this one passes it by at once."""
+    import psycopg
+
+    from ccwatch.compose import MIGRATIONS
+    from ccwatch.incidents.repository import Claim, take_ready
+    from ccwatch.state.postgres import PostgresStore
+
+    store = PostgresStore.open(pg_schema_dsn, MIGRATIONS)
+    now = 1_795_000_000.0
+    try:
+        for n in range(3):
+            enqueue(store, "webhook", f"inc-{n}", 1, "open", now=now)
+        with psycopg.connect(pg_schema_dsn) as other:  # a transaction left open
+            other.execute("SELECT id FROM outbox WHERE incident_id = 'inc-1' FOR UPDATE")
+            with ThreadPoolExecutor(1) as caller:
+                claim = Claim("me", 60.0)
+                taken, _ = caller.submit(
+                    store.run_sync, lambda c: take_ready(c, "webhook", now, 10, claim)
+                ).result(timeout=10)
+            other.rollback()
+        assert [r.incident_id for r in taken] == ["inc-0", "inc-2"]
+    finally:
+        store.close()
+
+
+class _Worker:
+    """A dispatcher on its own thread and event loop, with its own store (pool): what a
+    second ccwatch worker on the same database is."""
+
+    def __init__(self, name: str, store: StateStore, url: str) -> None:
+        self.name = name
+        self.store = store
+        self.url = url
+        self.registry = CollectorRegistry()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        adapter = WebhookAdapter(
+            webhook(self.url, headers={"X-Worker": self.name}), AdapterContext("blr1")
+        )
+        dispatcher = OutboxDispatcher(
+            self.store,
+            {"webhook": adapter},
+            registry=self.registry,
+            poll_interval=0.05,
+            batch_size=8,
+            concurrency=4,
+        )
+        task = asyncio.create_task(dispatcher.run())
+        self._started.set()
+        await self._stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._started.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    def delivered(self) -> float:
+        samples = [
+            s.value
+            for metric in self.registry.collect()
+            if metric.name == "ccwatch_tickets_sent"
+            for s in metric.samples
+            if s.name.endswith("_total") and s.labels.get("outcome") == "delivered"
+        ]
+        return sum(samples)
+
+
+def test_two_dispatchers_on_one_database_deliver_each_event_exactly_once(
+    pg_schema_dsn: str, receiver: Receiver
+) -> None:
+    """Two workers (own threads, loops and pools) drain one PostgreSQL outbox into one
+    HTTP receiver: every idempotency key arrives once, each incident's events in order."""
+    from ccwatch.compose import MIGRATIONS
+    from ccwatch.state.postgres import PostgresStore
+
+    receiver.default = Reply(delay=0.01)  # an upstream that takes a moment per request
+    stores = [PostgresStore.open(pg_schema_dsn, MIGRATIONS) for _ in range(2)]
+    workers = [_Worker(name, store, receiver.url + "/hook") for name, store in zip("ab", stores, strict=True)]
+    events = ["open", "update", "escalate", "resolve"]
+    incidents = [f"inc-{n:02d}" for n in range(60)]
+    try:
+        for worker in workers:
+            worker.start()
+        for seq, event in enumerate(events, start=1):
+            for incident in incidents:
+                enqueue(stores[0], "webhook", incident, seq, event)
+        wait_until(
+            lambda: len(receiver.accepted) >= 240 and _pending(stores[0]) == 0, timeout=90
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        for store in stores:
+            store.close()
+    keys = receiver.keys()
+    assert len(keys) == len(set(keys)) == 240
+    for incident in incidents:
+        mine = [k for k in keys if f":{incident}:" in k]
+        assert mine == [f"ccwatch:blr1:acd:{incident}:{seq}" for seq in (1, 2, 3, 4)]
+    by_worker = {w.name: w.delivered() for w in workers}
+    assert sum(by_worker.values()) == 240
+    senders = {r.headers.get("X-Worker") for r in receiver.accepted}
+    assert senders == {"a", "b"}, by_worker  # both took part: the race was real

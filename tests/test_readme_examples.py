@@ -63,3 +63,10 @@ def test_the_seed_000_example_follows_the_seed() -> None:
     p3 = due_times(policy, IncidentTimes(Severity.MINOR, opened))
     # Three 09:00-17:00 New York days: Monday to Wednesday 17:00 (22:00 UTC).
     assert p3["first_response"] == datetime(2026, 11, 25, 22, tzinfo=UTC)
+
+
+def test_the_postgresql_state_example_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_STATE_DSN", "host=127.0.0.1 dbname=ccwatch user=ccwatch")
+    [example] = yaml_blocks("state")
+    config: Config = validate_data(Config, {"site": "blr1", **example}, "README state example")
+    assert config.state.backend == "postgresql" and config.state.pool is not None

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from ccwatch.compose import open_state
 from ccwatch.cron import CronSchedule, cron_trigger
 from ccwatch.scheduler import (
     ScheduledJob,
@@ -19,7 +16,7 @@ from ccwatch.scheduler import (
     missed_fire_time,
     run_scheduler,
 )
-from ccwatch.state import StateStore, transaction
+from ccwatch.state import Connection, StateStore, transaction
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 14:30 in Asia/Kolkata
 
@@ -31,7 +28,7 @@ def scheduled(
 
 
 def _set_last_run(store: StateStore, job: str, at: datetime) -> None:
-    def write(connection: sqlite3.Connection) -> None:
+    def write(connection: Connection) -> None:
         with transaction(connection):
             connection.execute(
                 "INSERT INTO scheduler_runs (job, last_run_at) VALUES (?, ?)", (job, at.timestamp())
@@ -54,10 +51,9 @@ async def _run_briefly(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_state(tmp_path / "state.db")
-    yield opened
-    opened.close()
+def store(open_store: Callable[..., StateStore]) -> StateStore:
+    """The test's state database, on each backend (conftest ``open_store``)."""
+    return open_store()
 
 
 def test_missed_fire_time_is_the_first_one_after_the_last_run() -> None:

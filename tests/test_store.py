@@ -1,18 +1,29 @@
-"""The SQLite state store: per-owner migrations, WAL, file modes, one owner thread,
-readers in other processes."""
+"""The state store: per-owner migrations, rollback, reopening (on both backends: the
+``open_store`` fixture); SQLite's WAL, file modes, one owner thread, readers in other
+processes. PostgreSQL's own promises are in test_state_postgres.py."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ccwatch.checklists.history import last_run
 from ccwatch.compose import MIGRATIONS, open_state
 from ccwatch.errors import StateStoreError
-from ccwatch.state import Migrations, StateStore, schema_versions, transaction
+from ccwatch.state import (
+    STORE_ERRORS,
+    Connection,
+    Migrations,
+    SqliteStore,
+    StateStore,
+    schema_versions,
+    transaction,
+)
 from ccwatch.state.migrations import PER_OWNER
 
 
@@ -34,24 +45,22 @@ def test_open_creates_folders_and_migrates(tmp_path: Path) -> None:
         store.close()
 
 
-def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    store = open_state(path)
+def _insert_outbox_row(connection: Connection) -> None:
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
+            " created_at, next_attempt_at) VALUES ('w', 'i1', 1, 'open', 'k:1', '{}', 0, 0)"
+        )
 
-    def insert(connection: sqlite3.Connection) -> None:
-        with transaction(connection):
-            connection.execute(
-                "INSERT INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
-                " created_at, next_attempt_at) VALUES ('w', 'i1', 1, 'open', 'k:1', '{}', 0, 0)"
-            )
 
-    store.run_sync(insert)
+def test_reopen_is_idempotent_and_keeps_data(open_store: Callable[..., StateStore]) -> None:
+    store = open_store()
+    assert store.run_sync(schema_versions) == {m.owner: m.latest for m in MIGRATIONS}
+    store.run_sync(_insert_outbox_row)
     store.close()
-    again = open_state(path)
-    try:
-        assert again.run_sync(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 1
-    finally:
-        again.close()
+    again = open_store()
+    assert again.run_sync(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 1
+    assert again.run_sync(schema_versions) == {m.owner: m.latest for m in MIGRATIONS}
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -62,13 +71,16 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         open_state(path)
 
 
-def test_a_feature_schema_newer_than_known_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    open_state(path).close()
-    with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE schema_migrations SET version = 9 WHERE owner = 'incidents'")
+def test_a_feature_schema_newer_than_known_is_refused(
+    open_store: Callable[..., StateStore],
+) -> None:
+    store = open_store()
+    store.run_sync(
+        lambda c: c.execute("UPDATE schema_migrations SET version = 9 WHERE owner = 'incidents'")
+    )
+    store.close()
     with pytest.raises(StateStoreError, match="schema of incidents is version 9"):
-        open_state(path)
+        open_store()
 
 
 def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
@@ -83,17 +95,28 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
         connection.execute(
             "INSERT INTO scheduler_runs (job, last_run_at) VALUES ('checklist:daily', 1.0)"
         )
+        connection.execute(
+            "INSERT INTO checklist_runs (id, checklist, started_at, duration_seconds, trigger,"
+            " counts) VALUES (1, 'daily', 1.0, 0.1, 'cron', '{}')"
+        )
+        for check in ("disk", "backup"):  # file order, kept by rowid in that era
+            connection.execute(
+                "INSERT INTO checklist_results (run_id, check_id, type, status,"
+                " duration_seconds) VALUES (1, ?, 'x', 'ok', 0.01)",
+                (check,),
+            )
         connection.execute("PRAGMA user_version = 2")
     extra = Migrations("extra", {1: "CREATE TABLE extra (x INTEGER)"})
-    store = StateStore.open(path, [*MIGRATIONS, extra])
+    store = SqliteStore.open(path, [*MIGRATIONS, extra])
     try:
         versions = store.run_sync(schema_versions)
         # Adopted at 1, then the missing steps: incidents 2 (expired leaves the one-active
-        # index) and the history table, which did not exist then.
+        # index) and 3 (the outbox claim), checklists 2 (the results' order as a column)
+        # and the history table, which did not exist then.
         assert versions == {
-            "incidents": 2,
+            "incidents": 3,
             "scheduler": 1,
-            "checklists": 1,
+            "checklists": 2,
             "history": 1,
             "maintenance": 1,
             "desk_tickets": 1,
@@ -101,6 +124,8 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
         }
         jobs = store.run_sync(lambda c: c.execute("SELECT job FROM scheduler_runs").fetchall())
         assert [row[0] for row in jobs] == ["checklist:daily"]
+        run = store.run_sync(lambda c: last_run(c, "daily"))
+        assert run is not None and [r.id for r in run.results] == ["disk", "backup"]
     finally:
         store.close()
 
@@ -112,10 +137,10 @@ def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
         open_state(blocker / "state.db")
 
 
-def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
-    store = open_state(tmp_path / "state.db")
+def test_failed_transaction_rolls_back(open_store: Callable[..., StateStore]) -> None:
+    store = open_store()
 
-    def half_done(connection: sqlite3.Connection) -> None:
+    def half_done(connection: Connection) -> None:
         with transaction(connection):
             connection.execute(
                 "INSERT INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
@@ -126,7 +151,19 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         store.run_sync(half_done)
     assert store.run_sync(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 0
-    store.close()
+    # The connection is usable afterwards (no transaction left open).
+    store.run_sync(_insert_outbox_row)
+    assert store.run_sync(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0]) == 1
+
+
+def test_a_failed_statement_reaches_the_caller_as_a_store_error(
+    open_store: Callable[..., StateStore],
+) -> None:
+    """What the features catch (``STORE_ERRORS``) covers both backends' failures."""
+    store = open_store()
+    store.run_sync(_insert_outbox_row)
+    with pytest.raises(STORE_ERRORS):
+        store.run_sync(_insert_outbox_row)  # the same idempotency key twice, outside ON CONFLICT
 
 
 def test_all_work_runs_on_the_one_owner_thread(tmp_path: Path) -> None:

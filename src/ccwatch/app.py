@@ -49,7 +49,7 @@ from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
-from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
 from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,11 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
             readiness=runtime.readiness,
             on_dead=incidents.note_dead_letter,
             clock=runtime.clock,
+            lease=claim_lease(
+                [u.timeout.total_seconds() for u in config.tickets if u.enabled],
+                OutboxDispatcher.BATCH_SIZE,
+                OutboxDispatcher.CONCURRENCY,
+            ),
         )
         services["outbox"] = dispatcher.run()
     watcher: SlaWatcher | None = None
@@ -168,7 +173,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path) -> None:
         registry = build_registry()
         self.metrics = shared_metrics(DaemonMetrics, registry)
-        store = open_state(config.state.path)
+        store = open_state(config.state)
         incidents: IncidentService = build_incident_service(config, store, registry)
         self.runtime = Runtime(
             config=config,
@@ -296,11 +301,11 @@ class Daemon:
             )
             return
         old_config = self.runtime.config
-        if new_config.state.path != old_config.state.path:
+        if new_config.state != old_config.state:
             logger.warning(
-                "state.path changed to %s; a running daemon keeps %s until restarted",
-                new_config.state.path,
-                old_config.state.path,
+                "state changed to %s; a running daemon keeps %s until restarted",
+                new_config.state.describe(),
+                old_config.state.describe(),
             )
             new_config = new_config.model_copy(update={"state": old_config.state})
         if new_config.http.listen != old_config.http.listen:

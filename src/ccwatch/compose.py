@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
 from ccwatch.config import Config
+from ccwatch.errors import StateStoreError
 from ccwatch.heartbeat.health import HealthInputs
 from ccwatch.heartbeat.service import Heartbeat
 from ccwatch.heartbeat.targets import PingUrl, Target, WatchdogAlert
@@ -32,7 +33,8 @@ from ccwatch.readiness import Readiness
 from ccwatch.redact import configure as configure_redaction
 from ccwatch.redact import secrets_from_config
 from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
-from ccwatch.state import Migrations, StateStore
+from ccwatch.settings import StateConfig, StatePool
+from ccwatch.state import Migrations, SqliteStore, StateStore
 from ccwatch.state.health import READINESS_NAME as STATE_READINESS
 from ccwatch.tickets.adapters import AdapterContext
 from ccwatch.tickets.links import MIGRATIONS as DESK_TICKET_MIGRATIONS
@@ -121,9 +123,22 @@ def build_heartbeat(
     return Heartbeat(section, targets, probe, registry, clock)
 
 
-def open_state(path: Path) -> StateStore:
-    """The state database with every feature's tables (raises StateStoreError)."""
-    return StateStore.open(path, MIGRATIONS)
+def open_state(state: StateConfig | Path) -> StateStore:
+    """The state database with every feature's tables (raises StateStoreError): the
+    ``state:`` section's backend, or the SQLite file at a path."""
+    if isinstance(state, Path):
+        return SqliteStore.open(state, MIGRATIONS)
+    if state.backend == "sqlite":
+        return SqliteStore.open(state.path, MIGRATIONS)
+    # Imported here: SQLite deployments never load libpq and the pool.
+    from ccwatch.state.postgres import PostgresStore
+
+    try:
+        dsn = state.dsn()
+    except (OSError, ValueError) as exc:
+        raise StateStoreError(f"cannot open the state database: {exc}") from None
+    pool = state.pool or StatePool()
+    return PostgresStore.open(dsn, MIGRATIONS, min_size=pool.min_size, max_size=pool.max_size)
 
 
 def lifecycle_settings(config: Config) -> LifecycleSettings:

@@ -192,7 +192,7 @@ class Config(StrictModel):
             f"http {self.http.listen}, {len(enabled)} ticket upstream(s)"
             f"{' (' + ', '.join(enabled) + ')' if enabled else ''}, "
             f"{len(self.checklists.definitions)} checklist(s), "
-            f"{len(self.retention.databases)} retention database(s), state {self.state.path}"
+            f"{len(self.retention.databases)} retention database(s), state {self.state.describe()}"
             + heartbeat
         )
 

@@ -5,7 +5,7 @@ so callers catch these and nothing else::
 
     CcwatchError
     ├── ConfigError            the config (or a checklist file) is invalid; lists every problem
-    ├── StateStoreError        the SQLite state database cannot be opened or migrated
+    ├── StateStoreError        the state database cannot be opened, migrated or written
     ├── PayloadError           an MQTT payload is rejected; carries a ``reason`` label
     ├── UpstreamError          a ticket upstream did not take an event
     │   ├── TemporaryUpstreamError   retry later (timeouts, 408, 429, 5xx, TLS/connection)

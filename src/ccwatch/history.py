@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ccwatch.errors import StateStoreError
 from ccwatch.severity import Severity
-from ccwatch.state import Migrations, StateStore, transaction
+from ccwatch.state import STORE_ERRORS, Connection, Migrations, StateStore, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +64,27 @@ def minute_of(timestamp: float) -> int:
 # --- SQL ------------------------------------------------------------------------------
 
 
-def record(conn: sqlite3.Connection, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
+def record(conn: Connection, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
     """Store one minute's maxima (a minute written twice keeps the higher values)."""
     with transaction(conn):
         conn.executemany(
             "INSERT INTO loss_history (component, minute, loss, severity) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (component, minute) DO UPDATE SET"
-            " loss = MAX(loss, excluded.loss), severity = MAX(severity, excluded.severity)",
+            " loss = CASE WHEN excluded.loss > loss_history.loss"
+            " THEN excluded.loss ELSE loss_history.loss END,"
+            " severity = CASE WHEN excluded.severity > loss_history.severity"
+            " THEN excluded.severity ELSE loss_history.severity END",
             [(name, minute, loss, severity) for name, (loss, severity) in values.items()],
         )
 
 
-def prune(conn: sqlite3.Connection, before: float) -> int:
+def prune(conn: Connection, before: float) -> int:
     with transaction(conn):
         return conn.execute("DELETE FROM loss_history WHERE minute < ?", (before,)).rowcount
 
 
 def series(
-    conn: sqlite3.Connection, since: float, until: float, component: str | None = None
+    conn: Connection, since: float, until: float, component: str | None = None
 ) -> dict[str, list[Point]]:
     """The points of ``[since, until)`` by component, oldest first."""
     query = (
@@ -157,7 +158,7 @@ class LossRecorder:
                 removed = await self.store.run(lambda conn: prune(conn, cutoff))
                 if removed:
                     logger.debug("loss history: pruned %d rows older than %.0f", removed, cutoff)
-        except (sqlite3.Error, OSError, StateStoreError) as exc:
+        except STORE_ERRORS as exc:
             # The pages miss a minute; the state-store health check reports the cause.
             logger.warning("loss history: could not write minute %d: %s", minute, exc)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ccwatch.cron import CronSchedule
-from ccwatch.state import Migrations, StateStore, transaction
+from ccwatch.state import Connection, Migrations, StateStore, transaction
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -72,7 +71,7 @@ def missed_fire_time(trigger: CronTrigger, last_run: datetime, now: datetime) ->
 def last_run_times(store: StateStore) -> dict[str, datetime]:
     """When each job last started, from the state database."""
 
-    def read(connection: sqlite3.Connection) -> dict[str, datetime]:
+    def read(connection: Connection) -> dict[str, datetime]:
         rows = connection.execute("SELECT job, last_run_at FROM scheduler_runs").fetchall()
         return {row["job"]: datetime.fromtimestamp(row["last_run_at"], UTC) for row in rows}
 
@@ -133,7 +132,7 @@ def add_runner(scheduler: AsyncIOScheduler, runner: _JobRunner, trigger: BaseTri
 
 
 def _record_run_in(
-    connection: sqlite3.Connection, job: str, started_at: float, finished_at: float
+    connection: Connection, job: str, started_at: float, finished_at: float
 ) -> None:
     with transaction(connection):
         connection.execute(
@@ -206,7 +205,7 @@ async def run_scheduler(
         await asyncio.gather(*catch_up, return_exceptions=True)
 
 
-def _record_baseline(connection: sqlite3.Connection, job: str, at: float) -> None:
+def _record_baseline(connection: Connection, job: str, at: float) -> None:
     with transaction(connection):
         connection.execute(
             "INSERT INTO scheduler_runs (job, last_run_at, finished_at) VALUES (?, ?, NULL) "

@@ -19,10 +19,24 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ccwatch.classify import Thresholds
-from ccwatch.configbase import UTC_ZONE, SecretEnv, SecretFile, StrictModel, time_zone
+from ccwatch.configbase import (
+    UTC_ZONE,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    read_secret,
+    time_zone,
+)
 from ccwatch.durations import Duration
 from ccwatch.severity import Severity, SeverityName
 
@@ -135,8 +149,86 @@ class HttpConfig(StrictModel):
         return parse_listen(self.listen)[1]
 
 
+DEFAULT_STATE_PATH = Path("/var/lib/ccwatch/state.db")
+
+
+class StatePool(StrictModel):
+    """The PostgreSQL connection pool (one store thread per connection)."""
+
+    min_size: int = Field(1, ge=0, description="connections kept open")
+    max_size: int = Field(4, ge=1, le=100, description="connections (and store threads) at most")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StatePool:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size {self.min_size} is above max_size {self.max_size}")
+        return self
+
+
 class StateConfig(StrictModel):
-    path: Path = Path("/var/lib/ccwatch/state.db")
+    """Where incidents, the outbox and the history live: an embedded SQLite file (the
+    default) or a PostgreSQL database, whose DSN is a secret (``dsn_env``/``dsn_file``)."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    path: Path = Field(DEFAULT_STATE_PATH, description="the SQLite file")
+    dsn_env: SecretEnv = Field(None, description="environment variable holding the DSN")
+    dsn_file: SecretFile = Field(None, description="file whose first line is the DSN")
+    pool: StatePool | None = Field(None, description="PostgreSQL only; default min 1, max 4")
+
+    @field_validator("path", "pool")
+    @classmethod
+    def _one_backend_only(cls, value: object, info: ValidationInfo) -> object:
+        backend = info.data.get("backend", "sqlite")
+        # (The default path comes back from a dumped config: not an error.)
+        if info.field_name == "path" and backend != "sqlite" and value != DEFAULT_STATE_PATH:
+            raise ValueError(
+                "only for backend sqlite; backend postgresql takes dsn_env or dsn_file"
+            )
+        if info.field_name == "pool" and value is not None and backend == "sqlite":
+            raise ValueError("only for backend postgresql (SQLite has one connection)")
+        return value
+
+    @field_validator("dsn_env", "dsn_file")
+    @classmethod
+    def _valid_dsn(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return value
+        if info.data.get("backend", "sqlite") == "sqlite":
+            raise ValueError("only for backend postgresql")
+        if info.field_name == "dsn_env":
+            dsn = read_secret(str(value), None)
+        else:
+            dsn = read_secret(None, value if isinstance(value, Path) else None)
+        from psycopg.conninfo import conninfo_to_dict  # parses only; no connection
+
+        try:
+            conninfo_to_dict(dsn or "")
+        except Exception:  # psycopg.ProgrammingError; its text may quote the DSN
+            raise ValueError(
+                "the DSN there is not a valid libpq DSN (key=value pairs or postgresql:// URI)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_dsn(self) -> StateConfig:
+        if self.backend == "postgresql" and (self.dsn_env is None) == (self.dsn_file is None):
+            raise ValueError(
+                "backend postgresql takes the DSN from exactly one of dsn_env, dsn_file"
+            )
+        return self
+
+    def describe(self) -> str:
+        """For messages: the file, or where the DSN comes from (never the DSN)."""
+        if self.backend == "sqlite":
+            return str(self.path)
+        return f"postgresql (DSN in {self.dsn_env or self.dsn_file})"
+
+    def dsn(self) -> str:
+        """The PostgreSQL DSN, read now from its variable or file (a secret: never log it)."""
+        dsn = read_secret(self.dsn_env, self.dsn_file)
+        if not dsn:
+            raise ValueError(f"the DSN in {self.dsn_env or self.dsn_file} is not set or empty")
+        return dsn
 
 
 class StaffingShift(StrictModel):

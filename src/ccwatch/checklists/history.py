@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from ccwatch.checklists.result import ChecklistRun, CheckResult, Status
-from ccwatch.state.migrations import Migrations
+from ccwatch.state import Connection, Migrations, PerDialect
 
 KEEP_SECONDS = 90 * 86400
 
@@ -38,11 +37,22 @@ MIGRATIONS = Migrations(
         PRIMARY KEY (run_id, check_id)
     );
     """,
+        # The checklist file's order of the results, kept explicitly (it was SQLite's
+        # rowid, which PostgreSQL does not have).
+        2: PerDialect(
+            sqlite="""
+    ALTER TABLE checklist_results ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    UPDATE checklist_results SET position = rowid;
+    """,
+            postgresql="""
+    ALTER TABLE checklist_results ADD COLUMN position BIGINT NOT NULL DEFAULT 0;
+    """,
+        ),
     },
 )
 
 
-def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, emailed: bool) -> int:
+def save_run(connection: Connection, run: ChecklistRun, trigger: str, emailed: bool) -> int:
     """Store one run with its results; runs older than 90 days are dropped. Returns its id."""
     from ccwatch.state import transaction
 
@@ -50,7 +60,7 @@ def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, em
     with transaction(connection):
         cursor = connection.execute(
             "INSERT INTO checklist_runs (checklist, started_at, duration_seconds, trigger, "
-            "counts, emailed) VALUES (?, ?, ?, ?, ?, ?)",
+            "counts, emailed) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 run.checklist,
                 run.started_at,
@@ -60,10 +70,10 @@ def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, em
                 int(emailed),
             ),
         )
-        run_id = int(cursor.lastrowid or 0)
+        run_id = int(cursor.fetchall()[0][0])
         connection.executemany(
             "INSERT INTO checklist_results (run_id, check_id, type, status, value, threshold, "
-            "hint, detail, duration_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "hint, detail, duration_seconds, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run_id,
@@ -75,8 +85,9 @@ def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, em
                     r.hint,
                     r.detail,
                     r.duration_seconds,
+                    position,
                 )
-                for r in run.results
+                for position, r in enumerate(run.results, start=1)
             ],
         )
         old = [
@@ -94,7 +105,7 @@ def save_run(connection: sqlite3.Connection, run: ChecklistRun, trigger: str, em
 
 
 def recent_runs(
-    connection: sqlite3.Connection, checklist: str, limit: int = 10
+    connection: Connection, checklist: str, limit: int = 10
 ) -> list[dict[str, object]]:
     """The latest runs of a checklist, newest first, with their status counts."""
     rows = connection.execute(
@@ -115,7 +126,7 @@ def recent_runs(
     ]
 
 
-def last_run(connection: sqlite3.Connection, checklist: str) -> ChecklistRun | None:
+def last_run(connection: Connection, checklist: str) -> ChecklistRun | None:
     """The newest stored run of a checklist with its results (metrics after a restart)."""
     row = connection.execute(
         "SELECT id, started_at, duration_seconds FROM checklist_runs WHERE checklist = ? "
@@ -137,7 +148,7 @@ def last_run(connection: sqlite3.Connection, checklist: str) -> ChecklistRun | N
             duration_seconds=r["duration_seconds"],
         )
         for r in connection.execute(
-            "SELECT * FROM checklist_results WHERE run_id = ? ORDER BY rowid", (row["id"],)
+            "SELECT * FROM checklist_results WHERE run_id = ? ORDER BY position", (row["id"],)
         )
     ]
     return ChecklistRun(checklist, "", row["started_at"], row["duration_seconds"], results)

@@ -114,7 +114,7 @@ def change_incident(
             raise UnknownIncidentError(incident_id) from None
         if answer is not None:
             return answer
-        store = open_state(config.state.path)
+        store = open_state(config.state)
         try:
             service = build_incident_service(config, store, CollectorRegistry())
             return asyncio.run(local(service))

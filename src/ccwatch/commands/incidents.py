@@ -8,7 +8,6 @@ group with ``incidents.add_command(...)``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, time
 from pathlib import Path
@@ -24,6 +23,7 @@ from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.settings import ClassificationConfig, host_timezone
 from ccwatch.severity import Severity
+from ccwatch.state import Connection
 
 T = TypeVar("T")
 EXIT_FAILURE = 1
@@ -199,16 +199,16 @@ def _parse_at(text: str | None, zone: ZoneInfo) -> datetime:
 # --- incidents list / show -----------------------------------------------------------
 
 
-def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
+def _with_store(fn: Callable[[Connection], T]) -> T:
     config = _context().load()
     path = config.state.path
-    if not Path(path).exists():
+    if config.state.backend == "sqlite" and not Path(path).exists():
         raise click.ClickException(
             f"no state database at {path} yet (the daemon creates it on its first start)"
         )
     from ccwatch.compose import open_state
 
-    store = open_state(path)
+    store = open_state(config.state)
     try:
         return store.run_sync(fn)
     finally:
@@ -256,7 +256,7 @@ def list_command(state: str | None, limit: int, output: str) -> None:
 def show_command(incident_id: str, output: str) -> None:
     """Show one incident with its timeline (an id prefix of 6+ characters will do)."""
 
-    def load(conn: sqlite3.Connection) -> tuple[Incident | None, list[Any]]:
+    def load(conn: Connection) -> tuple[Incident | None, list[Any]]:
         incident = repository.find_by_prefix(conn, incident_id)
         if incident is None:
             return None, []

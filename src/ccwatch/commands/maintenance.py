@@ -89,7 +89,7 @@ def add_command(components: tuple[str, ...], length: str, reason: str, by: str |
         if answer is None:
             from ccwatch.compose import open_state
 
-            store = open_state(config.state.path)
+            store = open_state(config.state)
             try:
                 now = time.time()
                 window = store.run_sync(
@@ -110,7 +110,7 @@ def list_command() -> None:
     from ccwatch.compose import open_state
 
     config = _config()
-    store = open_state(config.state.path)
+    store = open_state(config.state)
     try:
         calendar = MaintenanceCalendar(schedules(config.maintenance))
         now = time.time()
@@ -137,7 +137,7 @@ def end_command(window_id: str) -> None:
         if answer is None:
             from ccwatch.compose import open_state
 
-            store = open_state(config.state.path)
+            store = open_state(config.state)
             try:
                 now = time.time()
                 answer = store.run_sync(lambda conn: end_window(conn, window_id, now)).as_dict()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,7 +22,7 @@ from ccwatch.config import Config
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import rfc3339
 from ccwatch.incidents.repository import outbox_rows, retry_dead
-from ccwatch.state import StateStore
+from ccwatch.state import Connection, StateStore
 from ccwatch.tickets import links
 from ccwatch.tickets.links import TicketLink
 
@@ -39,10 +38,10 @@ def _config() -> Config:
     return config
 
 
-def _with_store(fn: Callable[[sqlite3.Connection], T]) -> T:
+def _with_store(fn: Callable[[Connection], T]) -> T:
     from ccwatch.compose import open_state
 
-    store: StateStore = open_state(_config().state.path)
+    store: StateStore = open_state(_config().state)
     try:
         return store.run_sync(fn)
     finally:
@@ -132,7 +131,7 @@ def list_command(
 
 
 def _desk_tickets(
-    conn: sqlite3.Connection, incident_id: str | None, limit: int
+    conn: Connection, incident_id: str | None, limit: int
 ) -> list[TicketLink]:
     if incident_id:
         return links.for_incident(conn, incident_id)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccwatch.incidents.lifecycle import ActiveIncident, State
 from ccwatch.severity import Severity
+
+if TYPE_CHECKING:
+    from ccwatch.state import Row
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -92,7 +94,7 @@ class Incident:
         return value if isinstance(value, dict) else {}
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Incident:
+    def from_row(cls, row: Row) -> Incident:
         return cls(
             id=row["id"],
             site=row["site"],

@@ -1,8 +1,9 @@
 """All SQL on the ``incidents``, ``incident_timeline`` and ``outbox`` tables, and their schema.
 
 This module owns those three tables: nothing else reads or writes them with SQL. Every
-function takes the ``sqlite3.Connection`` that ``StateStore.run`` / ``run_sync`` hands
-out, so callers choose the thread and the transaction::
+function takes the ``Connection`` that ``StateStore.run`` / ``run_sync`` hands out
+(SQLite or PostgreSQL: the SQL is written once, see ``state.connection``), so callers
+choose the thread and the transaction::
 
     incident = await store.run(lambda conn: load_incident(conn, incident_id))
 
@@ -15,7 +16,6 @@ records delivery outcomes through the functions at the end.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +25,7 @@ from ccwatch.incidents.lifecycle import Transition
 from ccwatch.incidents.model import Incident, TimelineEntry
 from ccwatch.incidents.vocabulary import SILENT_CHANGES, Event
 from ccwatch.severity import Severity
-from ccwatch.state import Migrations, transaction
+from ccwatch.state import SQLITE, Connection, Migrations, dialect_of, transaction
 
 MIGRATIONS = Migrations(
     "incidents",
@@ -96,6 +96,13 @@ MIGRATIONS = Migrations(
     CREATE UNIQUE INDEX incidents_one_active
         ON incidents (site, component, kind) WHERE state NOT IN ('resolved', 'expired');
     """,
+        # The outbox claim (PostgreSQL, several dispatchers on one database): a row is
+        # delivered by the dispatcher whose token is in `claimed_by` until `claimed_until`.
+        # Unused (NULL) on SQLite, where one process delivers.
+        3: """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claimed_until REAL;
+    """,
     },
 )
 
@@ -108,13 +115,13 @@ class UnknownIncidentError(LookupError):
     """No incident has this id."""
 
 
-def load_incident(conn: sqlite3.Connection, incident_id: str) -> Incident | None:
+def load_incident(conn: Connection, incident_id: str) -> Incident | None:
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     return Incident.from_row(row) if row is not None else None
 
 
 def list_incidents(
-    conn: sqlite3.Connection,
+    conn: Connection,
     state: str | None = None,
     site: str | None = None,
     limit: int = 500,
@@ -140,7 +147,7 @@ def list_incidents(
     return [Incident.from_row(row) for row in rows]
 
 
-def active_incidents(conn: sqlite3.Connection, site: str | None = None) -> list[Incident]:
+def active_incidents(conn: Connection, site: str | None = None) -> list[Incident]:
     return list_incidents(conn, state=ACTIVE, site=site, limit=1_000_000)
 
 
@@ -150,19 +157,20 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def find_by_prefix(conn: sqlite3.Connection, id_or_prefix: str) -> Incident | None:
+def find_by_prefix(conn: Connection, id_or_prefix: str) -> Incident | None:
     """The incident with this id, or the only one whose id starts with it (6+ characters)."""
     incident = load_incident(conn, id_or_prefix)
     if incident is not None or len(id_or_prefix) < 6:
         return incident
+    # Ids are lower-case hex; SQLite's LIKE ignores case and PostgreSQL's does not.
     rows = conn.execute(
-        "SELECT id FROM incidents WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
-        (_like_prefix(id_or_prefix),),
+        "SELECT id FROM incidents WHERE lower(id) LIKE ? ESCAPE '\\' LIMIT 2",
+        (_like_prefix(id_or_prefix.lower()),),
     ).fetchall()
     return load_incident(conn, rows[0][0]) if len(rows) == 1 else None
 
 
-def find_active(conn: sqlite3.Connection, site: str, component: str, kind: str) -> Incident | None:
+def find_active(conn: Connection, site: str, component: str, kind: str) -> Incident | None:
     """The one unresolved incident of site+component+kind, if any."""
     row = conn.execute(
         f"SELECT * FROM incidents WHERE site = ? AND component = ? AND kind = ? AND {_NOT_CLOSED}",
@@ -171,7 +179,7 @@ def find_active(conn: sqlite3.Connection, site: str, component: str, kind: str) 
     return Incident.from_row(row) if row is not None else None
 
 
-def load_timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEntry]:
+def load_timeline(conn: Connection, incident_id: str) -> list[TimelineEntry]:
     rows = conn.execute(
         "SELECT at, change, severity, state, production_loss, detail FROM incident_timeline"
         " WHERE incident_id = ? ORDER BY id",
@@ -191,7 +199,7 @@ def load_timeline(conn: sqlite3.Connection, incident_id: str) -> list[TimelineEn
 
 
 def append_timeline(
-    conn: sqlite3.Connection, incident: Incident, change: str, at: float, detail: str = ""
+    conn: Connection, incident: Incident, change: str, at: float, detail: str = ""
 ) -> None:
     conn.execute(
         "INSERT INTO incident_timeline (incident_id, at, change, severity, state,"
@@ -208,7 +216,7 @@ def append_timeline(
     )
 
 
-def save_incident(conn: sqlite3.Connection, incident: Incident) -> None:
+def save_incident(conn: Connection, incident: Incident) -> None:
     """Insert or update the whole record (no timeline, no event)."""
     conn.execute(
         "INSERT INTO incidents (id, site, component, kind, severity, peak_severity, state,"
@@ -303,7 +311,7 @@ def change_detail(transition: Transition, incident: Incident) -> str:
 
 
 def write_transition(
-    conn: sqlite3.Connection,
+    conn: Connection,
     transition: Transition,
     upstreams: Sequence[Upstream],
     extras: BodyExtras | None = None,
@@ -350,7 +358,7 @@ def write_transition(
 
 
 def _enqueue(
-    conn: sqlite3.Connection,
+    conn: Connection,
     incident: Incident,
     event: Event,
     names: Sequence[str],
@@ -367,8 +375,9 @@ def _enqueue(
     body = json.dumps(content, separators=(",", ":"), default=str)
     idempotency_key = f"{incident.dedup_key}:{incident.seq}"
     conn.executemany(
-        "INSERT OR IGNORE INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
-        " created_at, status, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        "INSERT INTO outbox (upstream, incident_id, seq, event, idempotency_key, body,"
+        " created_at, status, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+        " ON CONFLICT DO NOTHING",
         [
             (name, incident.id, incident.seq, event.value, idempotency_key, body, now, due)
             for name in names
@@ -377,35 +386,35 @@ def _enqueue(
 
 
 def attach_diagnostics(
-    conn: sqlite3.Connection, incident_id: str, seq: int, diagnostics: Mapping[str, Any], now: float
+    conn: Connection, incident_id: str, seq: int, diagnostics: Mapping[str, Any], now: float
 ) -> int:
     """Put diagnostics into the still pending rows of an incident's event ``seq`` and
     release them; returns how many rows were changed."""
     with transaction(conn):
         rows = conn.execute(
-            "SELECT id, body FROM outbox WHERE incident_id = ? AND seq = ? AND status = 'pending'",
+            "SELECT id, body, next_attempt_at FROM outbox"
+            " WHERE incident_id = ? AND seq = ? AND status = 'pending'",
             (incident_id, seq),
         ).fetchall()
-        for row_id, body_text in rows:
+        for row_id, body_text, due in rows:
             body = json.loads(body_text)
             merged = dict(body.get("diagnostics") or {})
             merged.update(diagnostics)
             body["diagnostics"] = merged
             conn.execute(
-                "UPDATE outbox SET body = ?, next_attempt_at = MIN(next_attempt_at, ?)"
-                " WHERE id = ?",
-                (json.dumps(body, separators=(",", ":"), default=str), now, row_id),
+                "UPDATE outbox SET body = ?, next_attempt_at = ? WHERE id = ?",
+                (json.dumps(body, separators=(",", ":"), default=str), min(due, now), row_id),
             )
     return len(rows)
 
 
-def release_held(conn: sqlite3.Connection, incident_id: str, seq: int, now: float) -> None:
+def release_held(conn: Connection, incident_id: str, seq: int, now: float) -> None:
     """Let the held rows of event ``seq`` go out without diagnostics."""
     with transaction(conn):
         conn.execute(
-            "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?)"
-            " WHERE incident_id = ? AND seq = ? AND status = 'pending'",
-            (now, incident_id, seq),
+            "UPDATE outbox SET next_attempt_at = ?"
+            " WHERE incident_id = ? AND seq = ? AND status = 'pending' AND next_attempt_at > ?",
+            (now, incident_id, seq, now),
         )
 
 
@@ -441,43 +450,114 @@ _OUTBOX_COLUMNS = (
 
 # The head (oldest pending row) of each incident on one upstream. One pass over the
 # upstream's pending rows (index outbox_pending), so a 10,000-row backlog stays cheap.
+_HEADS = (
+    "SELECT MIN(id) AS id FROM outbox WHERE upstream = ? AND status = 'pending'"
+    " GROUP BY incident_id"
+)
 _SELECT_READY = f"""
 SELECT {_OUTBOX_COLUMNS}
 FROM outbox AS o
-JOIN (SELECT MIN(id) AS id FROM outbox
-      WHERE upstream = :upstream AND status = 'pending'
-      GROUP BY incident_id) AS head ON head.id = o.id
+JOIN ({_HEADS}) AS head ON head.id = o.id
 ORDER BY o.id
-LIMIT :limit
+LIMIT ?
+"""
+
+# PostgreSQL: claim the due heads nobody holds, skipping rows another dispatcher is
+# claiming right now. `status` and the claim are re-checked on the locked row (READ
+# COMMITTED re-evaluates this level's WHERE), so a row delivered or claimed by another
+# dispatcher after this statement's snapshot is not taken.
+_CLAIM_READY = f"""
+UPDATE outbox SET claimed_by = ?, claimed_until = ?
+WHERE id IN (
+    SELECT o.id FROM outbox AS o
+    WHERE o.id IN ({_HEADS})
+      AND o.upstream = ? AND o.status = 'pending' AND o.next_attempt_at <= ?
+      AND (o.claimed_until IS NULL OR o.claimed_until <= ?)
+    ORDER BY o.id
+    LIMIT ?
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_OUTBOX_COLUMNS.replace("o.", "")}
+"""
+
+_NEXT_DUE = f"""
+SELECT MIN(o.next_attempt_at) FROM outbox AS o
+WHERE o.id IN ({_HEADS}) AND o.next_attempt_at > ?
 """
 
 
-def select_ready(conn: sqlite3.Connection, upstream: str, limit: int) -> list[OutboxRow]:
+def select_ready(conn: Connection, upstream: str, limit: int) -> list[OutboxRow]:
     """The head row of each incident waiting on ``upstream`` (due or not), oldest first."""
-    cursor = conn.execute(_SELECT_READY, {"upstream": upstream, "limit": limit})
+    cursor = conn.execute(_SELECT_READY, (upstream, limit))
     return [OutboxRow(*row) for row in cursor.fetchall()]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Who delivers: a dispatcher's token, and how long a row it took stays its own."""
+
+    token: str
+    lease: float  # seconds
+
+
+def take_ready(
+    conn: Connection, upstream: str, now: float, limit: int, claim: Claim
+) -> tuple[list[OutboxRow], float | None]:
+    """The head rows of ``upstream`` due at ``now`` (at most ``limit``, oldest first) for
+    this dispatcher to deliver, and when the earliest head still waiting becomes due.
+
+    SQLite: one process delivers, nothing is claimed. PostgreSQL: several dispatchers
+    (workers) may share the database; each row returned is claimed for ``claim`` until
+    ``now + claim.lease`` (``FOR UPDATE SKIP LOCKED``), so no other dispatcher takes it,
+    and ``record_outcomes`` releases it. A dispatcher that dies holding rows loses them
+    when the lease runs out; another then sends them, with the same idempotency key.
+    """
+    if dialect_of(conn) is SQLITE:
+        rows = select_ready(conn, upstream, limit * 4)
+        ready = [row for row in rows if row.next_attempt_at <= now][:limit]
+        waiting = [row.next_attempt_at for row in rows if row.next_attempt_at > now]
+        return ready, min(waiting, default=None)
+    claimed = conn.execute(
+        _CLAIM_READY,
+        (claim.token, now + claim.lease, upstream, upstream, now, now, limit),
+    ).fetchall()
+    next_due = conn.execute(_NEXT_DUE, (upstream, now)).fetchone()[0]
+    return sorted((OutboxRow(*row) for row in claimed), key=lambda row: row.id), next_due
+
+
 def record_outcomes(
-    conn: sqlite3.Connection, outcomes: Iterable[Outcome], now: float
+    conn: Connection, outcomes: Iterable[Outcome], now: float, claim: Claim | None = None
 ) -> list[OutboxRow]:
-    """Record delivery attempts; returns the rows that were dead-lettered just now."""
+    """Record delivery attempts and release their claim; returns the rows that were
+    dead-lettered just now. A row no longer pending, or claimed by another dispatcher
+    (this one's lease ran out), is left as it is."""
     dead: list[int] = []
+    token = claim.token if claim is not None else None
     with transaction(conn):
         for outcome in outcomes:
             if outcome.status == "delivered":
-                conn.execute(
+                changed = conn.execute(
                     "UPDATE outbox SET status = 'delivered', delivered_at = ?, "
-                    "attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                    (now, outcome.row_id),
-                )
+                    "attempts = attempts + 1, last_error = NULL, claimed_by = NULL, "
+                    "claimed_until = NULL WHERE id = ? AND status = 'pending' "
+                    "AND (claimed_by IS NULL OR claimed_by = ?)",
+                    (now, outcome.row_id, token),
+                ).rowcount
             else:
-                conn.execute(
+                changed = conn.execute(
                     "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "
-                    "next_attempt_at = ? WHERE id = ?",
-                    (outcome.status, outcome.error, outcome.next_attempt_at, outcome.row_id),
-                )
-            if outcome.status == "dead":
+                    "next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL "
+                    "WHERE id = ? AND status = 'pending' "
+                    "AND (claimed_by IS NULL OR claimed_by = ?)",
+                    (
+                        outcome.status,
+                        outcome.error,
+                        outcome.next_attempt_at,
+                        outcome.row_id,
+                        token,
+                    ),
+                ).rowcount
+            if outcome.status == "dead" and changed:
                 dead.append(outcome.row_id)
     if not dead:
         return []
@@ -488,7 +568,7 @@ def record_outcomes(
     return [OutboxRow(*row) for row in rows]
 
 
-def outbox_depth(conn: sqlite3.Connection, upstream: str) -> tuple[int, float | None]:
+def outbox_depth(conn: Connection, upstream: str) -> tuple[int, float | None]:
     count, oldest = conn.execute(
         "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE upstream = ? AND status = 'pending'",
         (upstream,),
@@ -496,7 +576,7 @@ def outbox_depth(conn: sqlite3.Connection, upstream: str) -> tuple[int, float | 
     return int(count), oldest
 
 
-def last_delivered(conn: sqlite3.Connection, upstream: str) -> list[OutboxRow]:
+def last_delivered(conn: Connection, upstream: str) -> list[OutboxRow]:
     """The newest delivered row of each incident on ``upstream`` (for adapters that keep
     state upstream, such as Alertmanager's firing alerts, to pick up after a restart)."""
     rows = conn.execute(
@@ -514,7 +594,7 @@ def last_delivered(conn: sqlite3.Connection, upstream: str) -> list[OutboxRow]:
 
 
 def outbox_rows(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     incident_id: str | None = None,
     status: str | None = None,
@@ -539,7 +619,7 @@ def outbox_rows(
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def open_event_body(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+def open_event_body(conn: Connection, incident_id: str) -> dict[str, Any] | None:
     """The stored body of the incident's ``open`` event (it carries the diagnostics)."""
     row = conn.execute(
         "SELECT body FROM outbox WHERE incident_id = ? AND event = 'open' ORDER BY id LIMIT 1",
@@ -554,7 +634,7 @@ def open_event_body(conn: sqlite3.Connection, incident_id: str) -> dict[str, Any
     return body if isinstance(body, dict) else None
 
 
-def retry_dead(conn: sqlite3.Connection, row_ids: Iterable[int], now: float) -> int:
+def retry_dead(conn: Connection, row_ids: Iterable[int], now: float) -> int:
     """Put dead-lettered rows back to pending (after the operator fixed the cause)."""
     changed = 0
     with transaction(conn):
@@ -568,7 +648,7 @@ def retry_dead(conn: sqlite3.Connection, row_ids: Iterable[int], now: float) -> 
 
 
 def watched_incidents(
-    conn: sqlite3.Connection, site: str, since: float, only: Iterable[str] | None
+    conn: Connection, site: str, since: float, only: Iterable[str] | None
 ) -> list[Incident]:
     """Unresolved incidents and those resolved since ``since`` (the SLA watcher's set)."""
     query = f"SELECT * FROM incidents WHERE site = ? AND ({_NOT_CLOSED} OR resolved_at >= ?)"
@@ -584,7 +664,7 @@ def watched_incidents(
 
 
 def component_history(
-    conn: sqlite3.Connection, site: str, component: str, since: float, limit: int = 50
+    conn: Connection, site: str, component: str, since: float, limit: int = 50
 ) -> list[Incident]:
     """Incidents of site+component opened since ``since``, newest first (RCA drafts)."""
     rows = conn.execute(
@@ -596,20 +676,23 @@ def component_history(
 
 
 def recurrence_count(
-    conn: sqlite3.Connection, site: str, component: str, since: float, incident_id: str
+    conn: Connection, site: str, component: str, since: float, incident_id: str
 ) -> int:
     """How often site+component's fault came back since ``since`` (escalation ``when:``):
     its other incidents that ended since then (resolved, or expired by ``updated_at``)
     plus the reopens (``data.reopen_count``) of its incidents still open or ended since."""
-    row = conn.execute(
-        "SELECT"
-        " COALESCE(SUM(CASE WHEN id != ? AND state IN ('resolved', 'expired')"
-        " THEN 1 ELSE 0 END), 0),"
-        " COALESCE(SUM(COALESCE(json_extract(data, '$.reopen_count'), 0)), 0)"
-        " FROM incidents WHERE site = ? AND component = ? AND ("
+    rows = conn.execute(
+        "SELECT id, state, data FROM incidents WHERE site = ? AND component = ? AND ("
         f"{_NOT_CLOSED}"
         " OR (state = 'resolved' AND resolved_at >= ?)"
         " OR (state = 'expired' AND updated_at >= ?))",
-        (incident_id, site, component, since, since),
-    ).fetchone()
-    return int(row[0]) + int(row[1])
+        (site, component, since, since),
+    ).fetchall()
+    ended = sum(
+        1 for row in rows if row["id"] != incident_id and row["state"] in ("resolved", "expired")
+    )
+    reopens = 0
+    for row in rows:
+        count = json.loads(row["data"] or "{}").get("reopen_count") or 0
+        reopens += int(count) if isinstance(count, int | float) else 0
+    return ended + reopens

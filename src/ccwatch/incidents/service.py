@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,7 @@ from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
 from ccwatch.severity import Severity
-from ccwatch.state import StateStore
+from ccwatch.state import STORE_ERRORS, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -507,7 +506,7 @@ class IncidentService:
         except repository.UnknownIncidentError:
             self.lifecycle.abandon(proposed)
             raise
-        except (sqlite3.Error, OSError, StateStoreError) as exc:
+        except STORE_ERRORS as exc:
             self.lifecycle.abandon(proposed)
             self.metrics.write_failures.inc()
             self.on_write_failure()
@@ -518,7 +517,7 @@ class IncidentService:
                 transition.incident.component if transition.incident else "-",
                 transition.change,
                 exc,
-                self.store.path,
+                self.store.location,
             )
             raise IncidentWriteError(str(exc)) from exc
         except BaseException:
@@ -609,7 +608,7 @@ class IncidentService:
                 await self.store.run(
                     lambda conn: repository.attach_diagnostics(conn, incident.id, seq, found, now)
                 )
-        except (sqlite3.Error, OSError, StateStoreError) as exc:
+        except STORE_ERRORS as exc:
             # The rows go out at their hold time anyway, without diagnostics.
             logger.warning("could not attach diagnostics to incident %s: %s", incident.id, exc)
             return

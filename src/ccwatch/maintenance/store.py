@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ccwatch.maintenance.windows import Schedule, Window, occurrences, window_at
-from ccwatch.state import Migrations, StateStore, transaction
+from ccwatch.state import Connection, Migrations, StateStore, transaction
 
 MIGRATIONS = Migrations(
     "maintenance",
@@ -54,7 +53,7 @@ def _row(row: tuple[object, ...]) -> Window:
     )
 
 
-def adhoc_windows(conn: sqlite3.Connection, since: float) -> list[Window]:
+def adhoc_windows(conn: Connection, since: float) -> list[Window]:
     rows = conn.execute(
         "SELECT id, components, start, end_at, reason FROM maintenance_windows"
         " WHERE end_at > ? ORDER BY start, id",
@@ -64,7 +63,7 @@ def adhoc_windows(conn: sqlite3.Connection, since: float) -> list[Window]:
 
 
 def add_window(
-    conn: sqlite3.Connection,
+    conn: Connection,
     components: Sequence[str],
     start: float,
     end: float,
@@ -88,7 +87,7 @@ def add_window(
     return Window(ident, tuple(components), start, end, reason.strip(), "ad-hoc")
 
 
-def end_window(conn: sqlite3.Connection, ident: str, now: float) -> Window:
+def end_window(conn: Connection, ident: str, now: float) -> Window:
     """End an ad-hoc window now (or drop one not started yet)."""
     with transaction(conn):
         row = conn.execute(

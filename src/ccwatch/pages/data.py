@@ -9,7 +9,6 @@ runs are what its metrics say).
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ccwatch.incidents.model import Incident, TimelineEntry, rfc3339
 from ccwatch.pages.charts import Chart, loss_chart
 from ccwatch.runtime import Runtime
 from ccwatch.severity import Severity
+from ccwatch.state import Connection
 
 DAY = 86400.0
 PAGE_SIZE = 50
@@ -147,7 +147,7 @@ class _OverviewRows:
     dead_scanned: int
 
 
-def _checklist_summary(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+def _checklist_summary(conn: Connection, name: str) -> dict[str, Any]:
     run = checklist_history.last_run(conn, name)
     if run is None:
         return {"name": name, "run": None}
@@ -222,7 +222,7 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     upstream_names = [u.upstream_name for u in config.tickets if u.enabled]
     checklist_names = [c.name for c in config.checklists.definitions]
 
-    def load(conn: sqlite3.Connection) -> _OverviewRows:
+    def load(conn: Connection) -> _OverviewRows:
         dead_rows = repository.outbox_rows(conn, status="dead", limit=DEAD_LETTER_SCAN)
         return _OverviewRows(
             active=repository.active_incidents(conn, site=site),
@@ -308,7 +308,7 @@ class _IncidentRows:
 
 
 async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[str, Any] | None:
-    def load(conn: sqlite3.Connection) -> _IncidentRows | None:
+    def load(conn: Connection) -> _IncidentRows | None:
         incident = repository.load_incident(conn, incident_id)
         if incident is None:
             return None
@@ -484,7 +484,7 @@ def _matches(incident: Incident, filters: Filters) -> bool:
 async def incident_list(
     runtime: Runtime, filters: Filters, now: float, page_size: int = PAGE_SIZE
 ) -> dict[str, Any]:
-    def load(conn: sqlite3.Connection) -> list[Incident]:
+    def load(conn: Connection) -> list[Incident]:
         return repository.list_incidents(conn, state=filters.state, limit=SCAN_LIMIT)
 
     scanned = await runtime.store.run(load)
@@ -511,7 +511,7 @@ async def incident_list(
 async def checklists_page(runtime: Runtime, recent: int = 10) -> dict[str, Any]:
     names = [c.name for c in runtime.config.checklists.definitions]
 
-    def load(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def load(conn: Connection) -> list[dict[str, Any]]:
         found = []
         for name in names:
             summary = _checklist_summary(conn, name)

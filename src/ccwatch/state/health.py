@@ -29,7 +29,8 @@ class StateMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.ok = Gauge(
             "ccwatch_state_store_ok",
-            "1 while the state database takes writes and is the file at state.path, else 0",
+            "1 while the state database takes writes (and, SQLite, is the file at state.path), "
+            "else 0",
             registry=registry,
         )
 
@@ -61,12 +62,12 @@ class StateHealth:
             problem = str(exc)
         ok = problem is None
         self.metrics.ok.set(int(ok))
-        self.readiness.set(READINESS_NAME, ok, problem or str(self.store.path))
+        self.readiness.set(READINESS_NAME, ok, problem or self.store.location)
         if problem != self._last:
             if ok:
-                logger.info("state database %s takes writes again", self.store.path)
+                logger.info("state database %s takes writes again", self.store.location)
             else:
-                logger.error("state database %s: %s", self.store.path, problem)
+                logger.error("state database %s: %s", self.store.location, problem)
         self._last = problem
         return problem
 

@@ -12,10 +12,9 @@ The reconciler (``tickets/reconciler.py``) records here what it last saw of each
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
-from ccwatch.state import Migrations, StateStore, transaction
+from ccwatch.state import Connection, Migrations, StateStore, transaction
 
 MIGRATIONS = Migrations(
     "desk_tickets",
@@ -100,7 +99,7 @@ def _link(row: tuple[object, ...]) -> TicketLink:
     )
 
 
-def get(conn: sqlite3.Connection, upstream: str, incident_id: str) -> TicketLink | None:
+def get(conn: Connection, upstream: str, incident_id: str) -> TicketLink | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM desk_tickets WHERE upstream = ? AND incident_id = ?",
         (upstream, incident_id),
@@ -109,7 +108,7 @@ def get(conn: sqlite3.Connection, upstream: str, incident_id: str) -> TicketLink
 
 
 def save(
-    conn: sqlite3.Connection,
+    conn: Connection,
     upstream: str,
     incident_id: str,
     ticket_id: str,
@@ -130,7 +129,7 @@ def save(
 
 
 def observed(
-    conn: sqlite3.Connection,
+    conn: Connection,
     link: TicketLink,
     *,
     status: str | None,
@@ -161,7 +160,7 @@ def observed(
         )
 
 
-def close(conn: sqlite3.Connection, upstream: str, incident_id: str) -> None:
+def close(conn: Connection, upstream: str, incident_id: str) -> None:
     with transaction(conn):
         conn.execute(
             "UPDATE desk_tickets SET closed = 1 WHERE upstream = ? AND incident_id = ?",
@@ -169,7 +168,7 @@ def close(conn: sqlite3.Connection, upstream: str, incident_id: str) -> None:
         )
 
 
-def reopen(conn: sqlite3.Connection, upstream: str, incident_id: str) -> None:
+def reopen(conn: Connection, upstream: str, incident_id: str) -> None:
     with transaction(conn):
         conn.execute(
             "UPDATE desk_tickets SET closed = 0, next_poll_at = 0"
@@ -178,7 +177,7 @@ def reopen(conn: sqlite3.Connection, upstream: str, incident_id: str) -> None:
         )
 
 
-def due(conn: sqlite3.Connection, upstream: str, now: float, limit: int) -> list[TicketLink]:
+def due(conn: Connection, upstream: str, now: float, limit: int) -> list[TicketLink]:
     """Open tickets of ``upstream`` whose next poll is due, the most overdue first."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM desk_tickets WHERE upstream = ? AND closed = 0"
@@ -188,7 +187,7 @@ def due(conn: sqlite3.Connection, upstream: str, now: float, limit: int) -> list
     return [_link(tuple(r)) for r in rows]
 
 
-def for_incident(conn: sqlite3.Connection, incident_id: str) -> list[TicketLink]:
+def for_incident(conn: Connection, incident_id: str) -> list[TicketLink]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM desk_tickets WHERE incident_id = ? ORDER BY upstream",
         (incident_id,),
@@ -196,7 +195,7 @@ def for_incident(conn: sqlite3.Connection, incident_id: str) -> list[TicketLink]
     return [_link(tuple(r)) for r in rows]
 
 
-def listing(conn: sqlite3.Connection, include_closed: bool, limit: int) -> list[TicketLink]:
+def listing(conn: Connection, include_closed: bool, limit: int) -> list[TicketLink]:
     where = "" if include_closed else " WHERE closed = 0"
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM desk_tickets{where} ORDER BY created_at DESC LIMIT ?",

@@ -21,6 +21,12 @@ per upstream:
 The dispatcher reads and updates the outbox through ``incidents.repository`` (which owns
 the table); a dead-lettered row is reported to ``on_dead`` (the incident service's
 ``note``, wired by ``app.py``), so the incident's timeline says so.
+
+On PostgreSQL several dispatchers (workers) may share one outbox: each has its own
+``Claim`` token, ``repository.take_ready`` claims the rows it returns (``FOR UPDATE SKIP
+LOCKED``) for ``claim_lease`` seconds, and ``record_outcomes`` records an outcome only
+while the claim holds, so each event goes out once per idempotency key across workers.
+On SQLite (one process) nothing is claimed.
 """
 
 from __future__ import annotations
@@ -29,32 +35,40 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ccwatch.errors import (
     PermanentUpstreamError,
-    StateStoreError,
     TemporaryUpstreamError,
     UpstreamError,
 )
 from ccwatch.incidents import repository
-from ccwatch.incidents.repository import OutboxRow, Outcome
+from ccwatch.incidents.repository import Claim, OutboxRow, Outcome
 from ccwatch.metrics import shared_metrics
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor, process_redactor
-from ccwatch.state import StateStore
+from ccwatch.state import STORE_ERRORS, StateStore
 from ccwatch.tickets.adapters.base import Adapter, TicketEvent
 from ccwatch.tickets.links import TicketLinks
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0  # a Retry-After beyond an hour is a misconfigured upstream
+MIN_CLAIM_LEASE = 300.0
+
+
+def claim_lease(timeouts: Iterable[float], batch_size: int, concurrency: int) -> float:
+    """Seconds a claimed batch stays with its dispatcher: the slowest batch (every
+    attempt timing out) twice over, at least ``MIN_CLAIM_LEASE``."""
+    rounds = math.ceil(batch_size / max(concurrency, 1))
+    return max(MIN_CLAIM_LEASE, 2 * rounds * max(timeouts, default=0.0))
 
 
 class OutboxMetrics:
@@ -107,6 +121,9 @@ OnDead = Callable[[OutboxRow, str], Awaitable[None]]
 class OutboxDispatcher:
     """Delivers the outbox of each configured upstream through its adapter."""
 
+    BATCH_SIZE = 256  # rows taken (on PostgreSQL: claimed) per round
+    CONCURRENCY = 16  # deliveries in flight per upstream
+
     def __init__(
         self,
         store: StateStore,
@@ -121,8 +138,9 @@ class OutboxDispatcher:
         rand: Callable[[], float] = random.random,
         poll_interval: float = 1.0,
         periodic_interval: float = 5.0,
-        batch_size: int = 256,
-        concurrency: int = 16,
+        batch_size: int = BATCH_SIZE,
+        concurrency: int = CONCURRENCY,
+        lease: float = MIN_CLAIM_LEASE,
         links: TicketLinks | None = None,
     ) -> None:
         self.store = store
@@ -138,6 +156,7 @@ class OutboxDispatcher:
         self.periodic_interval = periodic_interval
         self.batch_size = batch_size
         self.concurrency = concurrency
+        self.claim = Claim(uuid.uuid4().hex, lease)
         self.links = links
         self._wakeups: dict[str, asyncio.Event] = {name: asyncio.Event() for name in adapters}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -181,7 +200,7 @@ class OutboxDispatcher:
                 if self.clock() >= next_periodic:
                     next_periodic = self.clock() + self.periodic_interval
                     await self._periodic(adapter)
-            except (sqlite3.Error, OSError, StateStoreError) as exc:
+            except STORE_ERRORS as exc:
                 logger.error("outbox %s: cannot read the state database: %s; retrying", name, exc)
                 delivered_any, next_due = False, None
             if delivered_any:
@@ -205,9 +224,9 @@ class OutboxDispatcher:
         head row becomes due (None when nothing waits).
         """
         now = self.clock()
-        rows = await self.store.run(lambda c: repository.select_ready(c, name, self.batch_size * 4))
-        ready = [row for row in rows if row.next_attempt_at <= now][: self.batch_size]
-        waiting = [row.next_attempt_at for row in rows if row.next_attempt_at > now]
+        ready, waiting = await self.store.run(
+            lambda c: repository.take_ready(c, name, now, self.batch_size, self.claim)
+        )
         outcomes: list[Outcome] = []
         if ready:
             semaphore = asyncio.Semaphore(self.concurrency)
@@ -218,12 +237,14 @@ class OutboxDispatcher:
 
             outcomes = list(await asyncio.gather(*(attempt(row) for row in ready)))
             now = self.clock()
-            dead = await self.store.run(lambda c: repository.record_outcomes(c, outcomes, now))
+            dead = await self.store.run(
+                lambda c: repository.record_outcomes(c, outcomes, now, self.claim)
+            )
             await self._report_dead(dead, outcomes)
         await self._update_depth(name)
         finished = any(outcome.status != "pending" for outcome in outcomes)
         retries = [o.next_attempt_at for o in outcomes if o.status == "pending"]
-        next_due = min(waiting + retries, default=None)
+        next_due = min([*retries, *([] if waiting is None else [waiting])], default=None)
         return finished, next_due
 
     async def _report_dead(self, dead: list[OutboxRow], outcomes: list[Outcome]) -> None:

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,6 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ccwatch.errors import StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import DEFERRED_KEY
 from ccwatch.incidents.model import Incident, rfc3339
@@ -50,6 +48,7 @@ from ccwatch.sla import (
     escalations_due,
     reminder_due,
 )
+from ccwatch.state import STORE_ERRORS, Connection
 from ccwatch.tickets.adapters import ESCALATION_EMAIL
 from ccwatch.tickets.diagnostics import DiagnosticsLimits, HostProbe, collect_diagnostics
 
@@ -93,7 +92,7 @@ def incident_times(incident: Incident) -> IncidentTimes:
 
 
 def load_rca_draft(
-    conn: sqlite3.Connection, sla: SlaConfig, incident_id: str, now: float
+    conn: Connection, sla: SlaConfig, incident_id: str, now: float
 ) -> tuple[Incident, str] | None:
     """The incident and its RCA draft (``incidents/rca.py``), or None for an unknown id."""
     incident = repository.find_by_prefix(conn, incident_id)
@@ -254,7 +253,7 @@ class SlaWatcher:
                 next_full = time.monotonic() + self.interval
             try:
                 await self.evaluate(only=only)
-            except (sqlite3.Error, OSError, StateStoreError) as exc:
+            except STORE_ERRORS as exc:
                 logger.error("SLA watcher cannot use the state database: %s; retrying", exc)
             except Exception:
                 logger.exception("SLA watcher failed (a ccwatch bug); continuing")
