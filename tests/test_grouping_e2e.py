@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from ccwatch.incidents.lifecycle import SITE_WIDE
 from tests.conftest import DaemonProcess, Mosquitto, wait_until
-from tests.test_e2e_core import Publisher, agents
+from tests.test_e2e_core import Publisher, agents, metric
 from tests.test_tickets_faults import TOKEN, publisher, receiver, ticket_config  # noqa: F401
 from tests.test_tickets_support import Receiver
 
@@ -60,7 +61,10 @@ def test_dependants_failing_after_acd_give_one_ticket(
 
     body = wait_until(grouped, timeout=20)
     assert sorted(body["affected_components"]) == ["dialer", "ivr"]
-    assert body["impact"].endswith("also affected: " + ", ".join(body["affected_components"]))
+    # acd, ivr and dialer are every component heard from: the impact says site-wide too.
+    assert body["impact"].endswith(
+        "also affected: " + ", ".join(body["affected_components"]) + SITE_WIDE
+    )
     assert [e["change"] for e in body["timeline"]].count("affected") == 2
     wait_until(
         lambda: (
@@ -92,3 +96,54 @@ def test_dependants_failing_after_acd_give_one_ticket(
     wait_until(lambda: ("open", "ivr") in upstream_events(receiver), timeout=20)
     opens = [e for e in upstream_events(receiver) if e[0] == "open"]
     assert opens == [("open", "acd"), ("open", "ivr")]
+
+
+def test_a_site_wide_fault_of_independent_components_is_one_ticket(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """acd, ivr and dialer (no depends_on) go critical within 20 s: one ``open`` at the
+    receiver; ivr and dialer join acd's incident (``update``), the last update says
+    site-wide. acd and ivr fail in the same instant (their holds end together), dialer
+    once the ticket is open."""
+    config = ticket_config(tmp_path, mosquitto, receiver, ["acd", "ivr", "dialer"])
+    config["classification"] = {**config["classification"], "group_window": "2m"}
+    config["incidents"] = {"reopen_window": "0s"}
+    assert config["classification"].get("group_by", "site") == "site"  # the default
+    daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN})
+    daemon.wait_http("/readyz")
+
+    # The site's three components report healthy first (site-wide = all of them).
+    for component in ("acd", "ivr", "dialer"):
+        publisher.send(component, agents(0))
+    for component in ("acd", "ivr", "dialer"):
+        wait_until(
+            lambda c=component: metric(daemon, "ccwatch_component_severity", {"component": c})
+            is not None,
+            timeout=20,
+        )
+    publisher.send("acd", agents(30))
+    publisher.send("ivr", agents(40))
+    wait_until(lambda: [e for e in upstream_events(receiver) if e[0] == "open"], timeout=20)
+    publisher.send("dialer", agents(50))
+
+    def site_wide() -> dict[str, Any] | None:
+        for request in receiver.accepted:
+            body = request.json
+            if body["event"] == "update" and body.get("site_wide"):
+                return dict(body)
+        return None
+
+    update = wait_until(site_wide, timeout=20)
+    assert update["component"] == "acd"
+    assert sorted(update["affected_components"]) == ["dialer", "ivr"]
+    assert update["impact"].endswith(SITE_WIDE)
+    assert "site-wide" in update["summary"]
+    [incident] = daemon.get("/api/incidents").json()["incidents"]
+    assert incident["site_wide"] is True
+    assert sorted(incident["affected_components"]) == ["dialer", "ivr"]
+    assert [e for e in upstream_events(receiver) if e[0] == "open"] == [("open", "acd")]
+    assert [e[0] for e in upstream_events(receiver)].count("update") == 2
