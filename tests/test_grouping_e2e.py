@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ccwatch.incidents.lifecycle import SITE_WIDE
@@ -147,3 +148,34 @@ def test_a_site_wide_fault_of_independent_components_is_one_ticket(
     assert sorted(incident["affected_components"]) == ["dialer", "ivr"]
     assert [e for e in upstream_events(receiver) if e[0] == "open"] == [("open", "acd")]
     assert [e[0] for e in upstream_events(receiver)].count("update") == 2
+
+    # The SLA exemption of that incident, through the API, lifted from the CLI (which goes
+    # through the running daemon): both events reach the receiver, the clocks resume.
+    url = f"{daemon.base_url}/api/incidents/{incident['id']}/exempt"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(url, json={"lift": True}, timeout=5).status_code == 401
+    exempt = httpx.post(url, json={"reason": "site power (customer)"}, headers=auth, timeout=5)
+    assert exempt.status_code == 200 and exempt.json()["sla_exempt"]["reason"]
+    wait_until(  # the SLA watcher rewrites the due times after the change: held, none
+        lambda: daemon.get(f"/api/incidents/{incident['id']}").json()["sla"]["resolution_due"]
+        is None,
+        timeout=20,
+    )
+    lifted = subprocess.run(
+        [sys.executable, "-m", "ccwatch.cli", "-c", str(daemon.config_path),
+         "incidents", "exempt", incident["id"], "--lift", "--reason", "our UPS after all"],
+        capture_output=True, text=True, timeout=30, env=daemon.env,
+    )  # fmt: skip
+    assert lifted.returncode == 0, lifted.stderr
+    wait_until(
+        lambda: [e for e, _ in upstream_events(receiver) if e.startswith("sla_exempt")]
+        == ["sla_exempt", "sla_exempt_lifted"],
+        timeout=20,
+    )
+    shown = daemon.get(f"/api/incidents/{incident['id']}").json()
+    assert shown["sla_exempt"] is None
+    assert [e["change"] for e in shown["timeline"]][-2:] == ["sla_exempt", "sla_exempt_lifted"]
+    assert wait_until(
+        lambda: daemon.get(f"/api/incidents/{incident['id']}").json()["sla"]["resolution_due"],
+        timeout=20,
+    )
