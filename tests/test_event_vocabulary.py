@@ -28,11 +28,11 @@ def test_every_adapter_maps_every_event(name: str) -> None:
 def test_the_adapter_by_event_table() -> None:
     """The table docs/architecture.md shows: printed so a reader sees it in the test log."""
     names = sorted(UPSTREAMS)
-    rows = [f"{'event':<18}" + "".join(f"{n:<22}" for n in names)]
+    rows = [f"{'event':<20}" + "".join(f"{n:<28}" for n in names)]
     for event in Event:
         rows.append(
-            f"{event.value:<18}"
-            + "".join(f"{UPSTREAMS[n].adapter.EVENTS[event]:<22}" for n in names)  # type: ignore[attr-defined]
+            f"{event.value:<20}"
+            + "".join(f"{UPSTREAMS[n].adapter.EVENTS[event]:<28}" for n in names)  # type: ignore[attr-defined]
         )
     print("\n".join(rows))
     # The one deliberate silence today: nothing fires or triggers after a resolution.

@@ -130,7 +130,12 @@ def test_slow_diagnostics_hold_back_only_their_own_ticket(
     """Diagnostics are gathered after the commit: while one component's log read hangs
     (an NFS mount, a FIFO), ingest goes on and other incidents are written; the hung one's
     open goes out at its deadline without them."""
-    config = config_for(tmp_path / "state.db", f"{receiver.url}/hook")
+    # Two incidents of their own (not one site fault): each has its own open and diagnostics.
+    config = config_for(
+        tmp_path / "state.db",
+        f"{receiver.url}/hook",
+        classification={"open_after": "0s", "group_by": "dependencies"},
+    )
     store = open_state(config.state.path)
     service = build_incident_service(config, store, CollectorRegistry())
     hang = threading.Event()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ccwatch.config import Config
 from ccwatch.incidents.lifecycle import (
     PRODUCTION_LOSS,
+    GroupBy,
     Lifecycle,
     LifecycleSettings,
     Reading,
@@ -49,7 +50,12 @@ class Written(Lifecycle):
         return transitions
 
 
-def machine(group_window: float = 120, depends_on: Any = None) -> Written:
+def machine(
+    group_window: float = 120,
+    depends_on: Any = None,
+    group_by: GroupBy = "site",
+    components: tuple[str, ...] = (),
+) -> Written:
     counter = itertools.count(1)
     return Written(
         "blr1",
@@ -60,6 +66,8 @@ def machine(group_window: float = 120, depends_on: Any = None) -> Written:
             reopen_window=0,
             depends_on=DEPENDS if depends_on is None else depends_on,
             group_window=group_window,
+            group_by=group_by,
+            components=components,
         ),
         new_id=lambda: f"i{next(counter)}",
     )
@@ -116,8 +124,8 @@ def test_a_dependant_failing_after_the_group_window_opens_its_own() -> None:
     assert acd is not None and acd.affected == ()
 
 
-def test_a_component_without_dependencies_is_not_grouped() -> None:
-    m = machine(depends_on={"ivr": ("acd",)})
+def test_grouping_by_dependencies_leaves_a_component_without_dependencies_alone() -> None:
+    m = machine(depends_on={"ivr": ("acd",)}, group_by="dependencies")
     run(m, {0.0: {"acd": CRITICAL}, 20.0: {"ivr": CRITICAL, "dialer": CRITICAL}}, until=120)
     assert sorted(opens(m)) == ["acd", "dialer"]
 
@@ -237,3 +245,114 @@ def test_any_run_never_has_a_dependant_both_attached_and_open_on_its_own(
     # Never more than one open per component while the parent's incident covers it.
     opened = [t for t in m.log if t.event is Event.OPEN]
     assert len({t.incident_id for t in opened}) == len(opened)
+
+
+# --- grouping by site (the default): independent components, one incident -----------
+
+SITE = ("acd", "ivr", "dialer")
+
+
+def test_independent_components_failing_within_the_window_join_the_first_incident() -> None:
+    m = machine(depends_on={}, components=SITE)
+    run(m, {0.0: {"acd": CRITICAL}, 10.0: {"ivr": CRITICAL}, 20.0: {"dialer": CRITICAL}}, 120)
+    assert opens(m) == ["acd"]
+    acd = m.incident_of("acd")
+    assert acd is not None and acd.affected == ("ivr", "dialer")
+    attached = [t for t in m.log if t.change == "affected"]
+    assert [t.event for t in attached] == [Event.UPDATE, Event.UPDATE]
+    assert "within group_window of acd's open" in attached[0].detail
+    # The second attachment makes it site-wide: body, record and impact say so.
+    assert [t.extras["site_wide"] for t in attached] == [False, True]
+    assert attached[-1].data["site_wide"] is True
+    assert acd.impact.endswith("also affected: ivr, dialer (site-wide: every component of the site)")
+    assert "site-wide" in attached[-1].detail
+
+
+def test_faults_whose_holds_end_in_the_same_tick_give_one_open() -> None:
+    """All three fail at once and are only evaluated by the ticker: the first open is
+    proposed, the others wait for it to be written and then join it."""
+    m = machine(depends_on={}, components=SITE)
+    for component in SITE:
+        m.observe(component, reading(component, CRITICAL), 0.0)
+    for t in range(5, 100, 5):
+        m.tick(float(t))
+    assert opens(m) == ["acd"]
+    acd = m.incident_of("acd")
+    assert acd is not None and set(acd.affected) == {"ivr", "dialer"}
+
+
+def test_by_site_a_fault_after_the_window_opens_its_own() -> None:
+    m = machine(depends_on={}, group_window=60)
+    run(m, {0.0: {"acd": CRITICAL}, 70.0: {"ivr": CRITICAL}}, until=150)
+    assert opens(m) == ["acd", "ivr"]
+
+
+def test_by_site_the_attached_component_opens_its_own_when_the_first_resolves() -> None:
+    m = machine(depends_on={}, components=SITE)
+    run(
+        m,
+        {0.0: {"acd": CRITICAL}, 20.0: {"ivr": CRITICAL}, 100.0: {"acd": NONE}},
+        until=300,
+    )
+    assert opens(m) == ["acd", "ivr"]
+    ivr = m.incident_of("ivr")
+    assert ivr is not None and ivr.opened_at == next(t.at for t in m.log if t.change == "resolved")
+
+
+def test_a_parent_in_the_window_is_preferred_to_an_earlier_incident_of_the_site() -> None:
+    m = machine(depends_on={"dialer": ("ivr",)}, components=SITE)
+    # ivr opens on its own (acd's incident is older than the window), dialer joins ivr's.
+    run(m, {0.0: {"acd": CRITICAL}, 130.0: {"ivr": CRITICAL}, 150.0: {"dialer": CRITICAL}}, 250)
+    assert opens(m) == ["acd", "ivr"]
+    ivr = m.incident_of("ivr")
+    assert ivr is not None and ivr.affected == ("dialer",)
+
+
+def test_group_by_reaches_the_lifecycle_from_config_and_defaults_to_site() -> None:
+    from ccwatch.compose import lifecycle_settings
+
+    built = lifecycle_settings(Config.model_validate({"site": "blr1"}))
+    assert built.group_by == "site"
+    assert set(built.components) == {"acd", "ivr", "dialer", "voice_logger", "reports"}
+    chosen = Config.model_validate({"site": "blr1", "classification": {"group_by": "dependencies"}})
+    assert lifecycle_settings(chosen).group_by == "dependencies"
+    with pytest.raises(ValueError, match="group_by"):
+        Config.model_validate({"site": "blr1", "classification": {"group_by": "rack"}})
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=steps, gaps=st.lists(st.sampled_from([1.0, 5.0, 20.0, 70.0]), min_size=40))
+def test_by_site_no_incident_opens_while_another_opened_within_the_window(
+    steps: list[tuple[str, Severity]], gaps: list[float]
+) -> None:
+    """Whatever the faults: an open never happens while another production-loss incident
+    of the site opened at most group_window earlier is active, and a component is in at
+    most one incident."""
+    m = machine(depends_on={}, group_window=60, components=COMPONENTS)
+    now = 0.0
+    for (component, severity), gap in zip(steps, gaps, strict=False):
+        now += gap
+        before = {c: m.incident_of(c) for c in COMPONENTS}
+        written = m.observe(component, reading(component, severity), now) + m.tick(now)
+        ended: set[str] = set()
+        for t in written:
+            if t.incident is not None and t.incident.state in ("resolved", "expired"):
+                ended.add(t.incident.id)
+            if t.event is not Event.OPEN or t.incident is None:
+                continue
+            others = [
+                i
+                for c, i in before.items()
+                if i is not None
+                and i.id not in ended
+                and c != t.incident.component
+                and t.at - i.opened_at <= 60
+            ]
+            assert not others, (t.incident.component, others)
+        for name in COMPONENTS:
+            holders = [
+                i
+                for i in (m.incident_of(c) for c in COMPONENTS)
+                if i is not None and (i.component == name or name in i.affected)
+            ]
+            assert len(holders) <= 1

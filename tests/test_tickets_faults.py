@@ -88,6 +88,8 @@ def test_upstream_down_during_open_escalate_resolve_then_back(
 ) -> None:
     receiver.stop()
     config = ticket_config(tmp_path, mosquitto, receiver, ["acd", "ivr"])
+    # Incidents of their own per component (not one site fault): grouping by dependencies.
+    config["classification"] = {**config["classification"], "group_by": "dependencies"}
     daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN})
     daemon.wait_http("/readyz")  # subscribed: nothing published from here on is lost
     state_db = Path(config["state"]["path"])
@@ -141,6 +143,8 @@ def test_sigkill_around_an_incident_opening_never_duplicates_or_loses_a_ticket(
     rounds = 10
     components = [f"line{n}" for n in range(rounds)]
     config = ticket_config(tmp_path, mosquitto, receiver, components)
+    # Incidents of their own per component (not one site fault): grouping by dependencies.
+    config["classification"] = {**config["classification"], "group_by": "dependencies"}
     daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN}, start=False)
     state_db = Path(config["state"]["path"])
     rng = random.Random(20261123)
@@ -196,6 +200,8 @@ def test_acknowledge_over_the_api_and_the_cli(
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     config = ticket_config(tmp_path, mosquitto, receiver, ["acd", "dialer"])
+    # Incidents of their own per component (not one site fault): grouping by dependencies.
+    config["classification"] = {**config["classification"], "group_by": "dependencies"}
     env = {"CCWATCH_TEST_HTTP_TOKEN": TOKEN}
     daemon = daemon_factory(config, env=env)
     daemon.wait_http("/readyz")

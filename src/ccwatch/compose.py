@@ -159,6 +159,14 @@ def lifecycle_settings(config: Config) -> LifecycleSettings:
             if component.depends_on
         },
         group_window=classification.group_window.total_seconds(),
+        group_by=classification.group_by,
+        components=tuple(config.components),
+        auto_close_after_waiting=(
+            config.incidents.auto_close_after_waiting.total_seconds()
+            if config.incidents.auto_close_after_waiting is not None
+            else None
+        ),
+        calls_window=classification.window.total_seconds(),
     )
 
 

@@ -318,13 +318,31 @@ def _default_components() -> dict[str, ComponentConfig]:
 
 
 class ClassificationConfig(StrictModel):
+    """``classification:`` — thresholds, holds, the metrics window and fault grouping.
+
+    ``group_by`` (default ``site``): a component whose fault would open an incident within
+    ``group_window`` of the open of another production-loss incident of the site joins
+    that incident (the earliest; a parent's through ``components.<c>.depends_on`` first)
+    instead of opening its own, as Alertmanager's ``group_by: [site]`` with a group wait
+    would. The default is ``site`` because a site-wide fault (power, network, the PBX
+    host) must be one incident and one ticket (issue 11), and an unrelated second fault
+    in the same two minutes is not hidden: the ticket gets an ``update`` naming it, and
+    it opens its own incident as soon as the first one is over. ``dependencies`` groups
+    only dependants with their parents (two independent faults: two tickets).
+    """
+
     open_after: Duration = timedelta(seconds=30)
     resolve_after: Duration = timedelta(minutes=5)
     stale_after: Duration = timedelta(minutes=2)
     window: Duration = timedelta(minutes=5)
     group_window: Duration = Field(
         timedelta(minutes=2),
-        description="a dependant's fault this soon after its parent's incident opened joins it",
+        description="a fault this soon after the open of the incident it groups with joins it",
+    )
+    group_by: Literal["site", "dependencies"] = Field(
+        "site",
+        description="site: any component's fault within group_window of an incident of the "
+        "site joins it (one incident per site-wide fault); dependencies: only depends_on",
     )
     min_calls_offered: int = Field(20, ge=0)
     critical_at: float = Field(0.20, gt=0, le=1)

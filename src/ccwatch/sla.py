@@ -343,6 +343,23 @@ class SlaConfig(StrictModel):
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A span in which some clocks do not count (an SLA exemption, a silent component, a
+    ticket waiting on the customer). ``end`` None: still held. The clocks that a hold
+    pauses resume at its end; the held span is not counted, so their due times move by
+    the held business time."""
+
+    start: datetime
+    end: datetime | None = None
+    clocks: frozenset[ClockKind] = frozenset(CLOCK_KINDS)
+    reason: str = ""
+
+
+SILENT_CLOCKS: frozenset[ClockKind] = frozenset({"first_response", "resolution"})
+WAITING_CLOCKS: frozenset[ClockKind] = frozenset({"resolution"})
+
+
+@dataclass(frozen=True)
 class IncidentTimes:
     """What the SLA arithmetic needs to know about an incident (aware datetimes)."""
 
@@ -351,16 +368,29 @@ class IncidentTimes:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     rca_done_at: datetime | None = None
-    # The incident went silent (nodata; expired later): first response and resolution
-    # stop there, as nobody can act on a component that says nothing.
+    # The incident is silent (nodata) since this instant: first response and resolution
+    # are held from here (nobody can act on a component that says nothing); a shorthand
+    # for an open-ended ``Hold`` of ``SILENT_CLOCKS``.
     silent_at: datetime | None = None
     # The RCA was deferred until this instant (``ccwatch incidents rca --deferred``).
     rca_due_at: datetime | None = None
     # Opened inside a maintenance window: the clocks start when it was opened upstream.
     sla_start: datetime | None = None
     # Outside the SLA from here (``ccwatch incidents exempt``, or held back by a
-    # maintenance window): every clock is paused at this instant.
+    # maintenance window): every clock is held from this instant (an open-ended ``Hold``).
     exempt_at: datetime | None = None
+    # Closed without a resolution (state ``expired``): first response and resolution stop.
+    closed_at: datetime | None = None
+    # Finished and running holds: lifted exemptions, nodata gaps, waits on the customer.
+    holds: tuple[Hold, ...] = ()
+
+    def all_holds(self) -> tuple[Hold, ...]:
+        extra: list[Hold] = []
+        if self.silent_at is not None:
+            extra.append(Hold(self.silent_at, None, SILENT_CLOCKS, "nodata"))
+        if self.exempt_at is not None:
+            extra.append(Hold(self.exempt_at, None, frozenset(CLOCK_KINDS), "exempt"))
+        return (*self.holds, *extra)
 
 
 @dataclass(frozen=True)
@@ -370,13 +400,20 @@ class Clock:
     kind: ClockKind
     started_at: datetime
     target: timedelta
-    due_at: datetime
+    # When ``target`` of counted business time is reached; None while a hold without an
+    # end (an exemption, a silent component, a wait on the customer) keeps it from counting.
+    due_at: datetime | None
     stopped_at: datetime | None
-    elapsed: timedelta  # business time from start to stop (or now)
+    elapsed: timedelta  # business time from start to stop (or now), holds not counted
+    # The start of the hold the clock is in at ``now`` (None: not held).
+    held_since: datetime | None = None
+    # The held spans (merged, sorted; end None: still held), for instants on this clock.
+    held: tuple[tuple[datetime, datetime | None], ...] = ()
 
     @property
     def running(self) -> bool:
-        return self.stopped_at is None
+        """Counting now: neither stopped nor held."""
+        return self.stopped_at is None and self.held_since is None
 
     @property
     def breached(self) -> bool:
@@ -392,6 +429,61 @@ class Clock:
         return self.elapsed / self.target if self.target else 1.0
 
 
+Span = tuple[datetime, datetime | None]
+
+
+def merge_spans(spans: Iterable[Span]) -> tuple[Span, ...]:
+    """Overlapping or touching spans joined, sorted by start; an end of None is open."""
+    merged: list[tuple[datetime, datetime | None]] = []
+    for start, end in sorted(spans, key=lambda span: span[0]):
+        if end is not None and end <= start:
+            continue
+        if merged:
+            last_start, last_end = merged[-1]
+            if last_end is None:
+                continue
+            if start <= last_end:
+                merged[-1] = (last_start, None if end is None else max(end, last_end))
+                continue
+        merged.append((start, end))
+    return tuple(merged)
+
+
+def counted_time(
+    calendar: BusinessCalendar, start: datetime, end: datetime, held: Sequence[Span]
+) -> timedelta:
+    """Business time in [start, end) outside the ``held`` spans (merged)."""
+    if end <= start:
+        return timedelta(0)
+    total = calendar.business_time_between(start, end)
+    for held_start, held_end in held:
+        lo = max(held_start, start)
+        hi = end if held_end is None else min(held_end, end)
+        if hi > lo:
+            total -= calendar.business_time_between(lo, hi)
+    return total
+
+
+def counted_due(
+    calendar: BusinessCalendar, start: datetime, amount: timedelta, held: Sequence[Span]
+) -> datetime | None:
+    """The instant at which ``amount`` of business time outside ``held`` (merged) has
+    passed since ``start``; None when a hold without an end comes first."""
+    cursor, remaining = start, amount
+    for held_start, held_end in held:
+        if held_end is not None and held_end <= cursor:
+            continue
+        if held_start > cursor:
+            candidate = calendar.due_after(cursor, remaining)
+            if candidate <= held_start:
+                return candidate
+            remaining -= calendar.business_time_between(cursor, held_start)
+        if held_end is None:
+            return None
+        cursor = max(cursor, held_end)
+    return calendar.due_after(cursor, remaining)
+
+
 def due_times(sla: SlaConfig, incident: IncidentTimes) -> dict[ClockKind, datetime | None]:
     """The due instant of each clock (None when the clock has no target or not started)."""
     result: dict[ClockKind, datetime | None] = dict.fromkeys(CLOCK_KINDS)
@@ -405,30 +497,34 @@ def due_times(sla: SlaConfig, incident: IncidentTimes) -> dict[ClockKind, dateti
 def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> list[Clock]:
     """The incident's clocks. Acknowledgement (or resolution) stops first response,
     resolution stops resolution, RCA starts at resolution (``rca_from: opened``: when the
-    other clocks start) and stops when it is done. Each clock counts on its own calendar
-    (``SlaConfig.calendar(severity, kind)``).
+    other clocks start) and stops when it is done; closing without a resolution
+    (``closed_at``) stops first response and resolution. Each clock counts on its own
+    calendar (``SlaConfig.calendar(severity, kind)``) and does not count the spans of the
+    holds that pause it (``IncidentTimes.holds``): its due time moves by the held business
+    time, and while a hold without an end runs it has none.
 
     With ``now=None`` only due times are meaningful (elapsed is measured to the stop or 0).
     """
     if not sla.enabled:
         return []
     targets = sla.targets(incident.severity)
-    exempt = incident.exempt_at
     start = incident.opened_at
     if incident.sla_start is not None and incident.sla_start > start:
         start = incident.sla_start
-    first_stop = _earliest(
-        incident.acknowledged_at, incident.resolved_at, incident.silent_at, exempt
-    )
     spans: list[tuple[ClockKind, datetime | None, datetime | None]] = [
-        ("first_response", start, first_stop),
-        ("resolution", start, _earliest(incident.resolved_at, incident.silent_at, exempt)),
+        (
+            "first_response",
+            start,
+            _earliest(incident.acknowledged_at, incident.resolved_at, incident.closed_at),
+        ),
+        ("resolution", start, _earliest(incident.resolved_at, incident.closed_at)),
         (
             "rca",
             start if targets.rca_from == "opened" else incident.resolved_at,
-            _earliest(incident.rca_done_at, exempt),
+            incident.rca_done_at,
         ),
     ]
+    holds = incident.all_holds()
     result: list[Clock] = []
     for kind, started, stopped in spans:
         target = targets.target(kind)
@@ -437,26 +533,40 @@ def clocks(sla: SlaConfig, incident: IncidentTimes, now: datetime | None) -> lis
         calendar = sla.calendar(incident.severity, kind)
         if stopped is not None and stopped < started:
             stopped = started
+        # Only what is held while the clock runs counts: a hold after its stop changes
+        # nothing, and one still running at the stop ends there.
+        held = merge_spans(
+            (hold.start, hold.end if stopped is None else min(hold.end or stopped, stopped))
+            for hold in holds
+            if kind in hold.clocks and (stopped is None or hold.start < stopped)
+        )
         if kind == "rca" and incident.rca_due_at is not None:
             # Deferred: the target is the working time from its start to the new due time.
             target = max(
-                calendar.business_time_between(started, incident.rca_due_at),
+                counted_time(calendar, started, incident.rca_due_at, held),
                 timedelta(microseconds=1),
             )
         measured_to = stopped if stopped is not None else now
         elapsed = (
-            calendar.business_time_between(started, measured_to)
+            counted_time(calendar, started, measured_to, held)
             if measured_to is not None
             else timedelta(0)
         )
+        held_since = None
+        if stopped is None and now is not None:
+            held_since = next(
+                (lo for lo, hi in held if lo <= now and (hi is None or now < hi)), None
+            )
         result.append(
             Clock(
                 kind=kind,
                 started_at=started,
                 target=target,
-                due_at=calendar.due_after(started, target),
+                due_at=counted_due(calendar, started, target, held),
                 stopped_at=stopped,
                 elapsed=elapsed,
+                held_since=held_since,
+                held=held,
             )
         )
     return result
@@ -735,10 +845,10 @@ def escalations_due(
         threshold = clock.target * level.warn_at if level.is_warning else clock.target + level.after
         if clock.elapsed < threshold:
             continue
-        fired_at = sla.calendar(incident.severity, clock.kind).due_after(
-            clock.started_at, threshold
+        fired_at = counted_due(
+            sla.calendar(incident.severity, clock.kind), clock.started_at, threshold, clock.held
         )
-        steps.append(_step(position, level, fired_at, clock.due_at))
+        steps.append(_step(position, level, fired_at or now, clock.due_at))
     return steps
 
 

@@ -7,7 +7,9 @@
   window; 201 with the window.
 - ``DELETE /api/maintenance/{id}`` (token): ends an ad-hoc window now; 404 if unknown.
 - ``POST /api/incidents/{id}/exempt`` (token): ``{"reason": "…", "by": "…"}`` pauses the
-  incident's SLA clocks and sends ``sla_exempt`` upstream.
+  incident's SLA clocks and sends ``sla_exempt`` upstream; ``{"lift": true, "by": "…",
+  "reason": optional}`` lifts the exemption (clocks resume, the exempt span not counted;
+  ``sla_exempt_lifted``). Lifting an incident that is not exempt changes nothing.
 """
 
 from __future__ import annotations
@@ -129,15 +131,19 @@ async def exempt(request: web.Request) -> web.Response:
     runtime = _runtime(request)
     incident_id = request.match_info["incident_id"]
     payload = await _json(request)
-    if payload is None or not payload.get("reason"):
+    lift = payload is not None and payload.get("lift") is True
+    if payload is None or not (lift or payload.get("reason")):
         return web.json_response(
-            {"error": 'the body must be JSON: {"reason": "customer hardware"}'}, status=400
+            {"error": 'the body must be JSON: {"reason": "customer hardware"} or {"lift": true}'},
+            status=400,
         )
     by = str(payload.get("by") or "api")[:100]
+    reason = str(payload.get("reason") or "")[:2000]
     try:
-        incident = await runtime.incidents.exempt_sla(
-            incident_id, str(payload["reason"])[:2000], by
-        )
+        if lift:
+            incident = await runtime.incidents.lift_sla_exemption(incident_id, by, reason)
+        else:
+            incident = await runtime.incidents.exempt_sla(incident_id, reason, by)
     except UnknownIncidentError:
         return web.json_response({"error": f"no incident with id {incident_id!r}"}, status=404)
     except ValueError as exc:

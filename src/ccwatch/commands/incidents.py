@@ -329,6 +329,7 @@ def rca_command(
         payload["delivered"] = delivered
     else:
         payload.update(deferred=deferred, until=until)
+
     def local(service: Any) -> Any:
         if delivered is not None:
             return service.rca_delivered(found.id, delivered, who)
@@ -344,10 +345,15 @@ def rca_command(
 
 @incidents.command("exempt")
 @click.argument("incident_id")
-@click.option("--reason", required=True, help="Why it is outside the SLA (e.g. customer hardware).")
+@click.option("--reason", help="Why it is outside the SLA (e.g. customer hardware).")
+@click.option(
+    "--lift", is_flag=True, help="Put it back inside the SLA: its clocks resume (--reason: why)."
+)
 @click.option("--by", "by", default=None, help="Who records it [default: your user name].")
-def exempt_command(incident_id: str, reason: str, by: str | None) -> None:
+def exempt_command(incident_id: str, reason: str | None, lift: bool, by: str | None) -> None:
     """Take an incident out of the SLA: its clocks pause, event sla_exempt goes upstream.
+    With --lift, put it back: its clocks resume without counting the exempt span (event
+    sla_exempt_lifted).
 
     Goes through the running daemon's API when one listens (POST
     /api/incidents/<id>/exempt with the token of http.token_env/_file), else through an
@@ -357,12 +363,29 @@ def exempt_command(incident_id: str, reason: str, by: str | None) -> None:
 
     from ccwatch.commands.daemon import change_incident
 
+    if not lift and not reason:
+        raise click.UsageError("give --reason WHY (or --lift to end an exemption)")
     config = _context().load()
     who = by or getpass.getuser()
     found = _with_store(lambda conn: repository.find_by_prefix(conn, incident_id))
     if found is None:
         click.echo(f"no incident with id {incident_id!r}", err=True)
         raise SystemExit(EXIT_NOT_FOUND)
+    if lift:
+        change_incident(
+            config,
+            found.id,
+            "exempt",
+            {"lift": True, "reason": reason or "", "by": who},
+            "lifting the exemption",
+            lambda service: service.lift_sla_exemption(found.id, who, reason or ""),
+        )
+        click.echo(
+            f"incident {found.id}: back inside the SLA; its clocks resume (the exempt span "
+            "is not counted)"
+        )
+        return
+    assert reason is not None
     change_incident(
         config,
         found.id,

@@ -4,6 +4,10 @@
   of its resolve reopens the same incident and ticket (event ``reopen``); 0 turns it off.
 - ``auto_close_after`` (default 48h, seed 002's auto-close): an incident ``nodata`` this
   long is closed with the state ``expired`` (event ``expire``); ``null`` turns it off.
+- ``auto_close_after_waiting`` (default 48h, seed 002: tickets waiting on the customer
+  auto-close after 48 h): an incident ``waiting_on_customer`` this long is closed the
+  same way (state ``expired``, event ``expire``, reason ``waiting_on_customer`` in its
+  body's ``closed``); ``null`` turns it off.
 
 The holds that decide when an incident opens and resolves stay in ``classification:``.
 """
@@ -26,7 +30,12 @@ class IncidentsConfig(StrictModel):
         timedelta(hours=48), description="close an incident nodata this long as expired"
     )
 
-    @field_validator("auto_close_after")
+    auto_close_after_waiting: Duration | None = Field(
+        timedelta(hours=48),
+        description="close an incident waiting on the customer this long as expired",
+    )
+
+    @field_validator("auto_close_after", "auto_close_after_waiting")
     @classmethod
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):

@@ -28,13 +28,28 @@ resolves (docs/architecture.md, "Incident lifecycle"):
 - Auto-close: an incident ``nodata`` for ``auto_close_after`` (wall time since it went
   silent, ``nodata_since``, so a restart does not restart the wait) is closed with the
   state ``expired``; it is over, like a resolved one, but nobody saw it recover.
-- One ticket per fault: a component that ``depends_on`` another (``settings.depends_on``)
-  and whose fault would open an incident within ``group_window`` of the open of the
-  incident its parent is in does not open one: it is added to the parent's incident
+- One ticket per fault: a component whose fault would open an incident within
+  ``group_window`` of the open of another incident does not open one when that incident
+  is its parent's (``settings.depends_on``) or, with ``group_by="site"`` (the default),
+  any production-loss incident of the site (the earliest): it is added to that incident
   (change ``affected``, event ``update``: the ticket upstream learns the wider scope and
   nobody is paged again), listed in its ``affected`` components and named in its impact
-  ("…; also affected: ivr, dialer"). It stays attached while that incident is active;
-  once it is over, a dependant whose fault still holds opens its own incident.
+  ("…; also affected: ivr, dialer", plus "site-wide" once every configured component
+  that telemetry was heard from is in it). It stays attached while that incident is
+  active; once it is over, a component whose fault still holds opens its own incident.
+  An open proposed and not yet written counts: a component whose holds are met in the
+  same tick waits for it.
+- Holds of the SLA clocks: the time an incident spends ``nodata`` is kept as a span
+  (``nodata_spans``, its length measured on the monotonic clock) when data resumes, so
+  the clocks do not count the gap.
+- Waiting on the customer (a service desk says the vendor waits on us): ``waiting``
+  records it (``waiting_since``; the resolution clock holds) and its end (a finished
+  span in ``waiting_spans``); an incident still waiting ``auto_close_after_waiting``
+  later (wall time) is closed with the state ``expired`` (reason ``waiting_on_customer``).
+- Calls rejected over the incident: the windowed ``calls_rejected``/``calls_offered`` of
+  its component's observations, sampled once per ``calls_window`` (so the windows summed
+  do not overlap) and summed, with the worst window (``ActiveIncident.calls``): an
+  estimate, which the RCA draft says.
 
 Every method *proposes* transitions and changes no incident: the caller (the incident
 service) writes each one (incident, timeline and outbox in one transaction) and then
@@ -65,12 +80,15 @@ PRODUCTION_LOSS = "production_loss"
 TELEMETRY_LOST = "telemetry_lost"
 TELEMETRY_COMPONENT = "telemetry"
 
-State = Literal["open", "acknowledged", "nodata", "resolved", "expired"]
+State = Literal["open", "acknowledged", "waiting_on_customer", "nodata", "resolved", "expired"]
 # States of an incident that is over (the store's one-active index excludes them).
 CLOSED_STATES: frozenset[str] = frozenset({"resolved", "expired"})
 _LEVELS = (Severity.NONE, Severity.MINOR, Severity.MAJOR, Severity.CRITICAL)
 _FROM_CHANGE = object()  # Transition.event's default: the event of the change
 _NO_HOLDS: list[float | None] = [None] * 4
+GroupBy = Literal["site", "dependencies"]
+GROUP_BY: tuple[GroupBy, ...] = ("site", "dependencies")
+Span = tuple[float, float]
 
 
 class Observation(Protocol):
@@ -123,8 +141,17 @@ class ActiveIncident:
     # Wall time the incident went nodata (None while data flows): auto-close counts from it.
     nodata_since: float | None = None
     reopen_count: int = 0
-    # Dependants whose faults were attached to this incident (one ticket per fault).
+    # Components whose faults were attached to this incident (one ticket per fault).
     affected: tuple[str, ...] = ()
+    # Finished nodata gaps (wall start, start + monotonic length): SLA holds.
+    nodata_spans: tuple[Span, ...] = ()
+    # Wall time a service desk said the vendor waits on us (None: not waiting), and the
+    # finished waits: the resolution clock holds while waiting.
+    waiting_since: float | None = None
+    waiting_spans: tuple[Span, ...] = ()
+    # Calls rejected over the incident, estimated (see the module docstring): rejected,
+    # offered, windows (samples summed), peak_rejected and peak_offered (the worst window).
+    calls: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -198,6 +225,15 @@ class LifecycleSettings:
     # ``group_window`` of its parent's open joins the parent's incident.
     depends_on: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     group_window: float = 120.0
+    # "site": any fault within group_window of the open of an incident of the site joins
+    # the earliest such incident (dependencies first); "dependencies": only dependants.
+    group_by: GroupBy = "site"
+    # The configured components: an incident covering all those heard from is "site-wide".
+    components: tuple[str, ...] = ()
+    # An incident waiting on the customer this long (wall time) is closed (None: never).
+    auto_close_after_waiting: float | None = 48 * 3600.0
+    # The metrics window the calls counts cover (classification.window).
+    calls_window: float = 300.0
 
     def __post_init__(self) -> None:
         if (
@@ -216,6 +252,12 @@ class LifecycleSettings:
             )
         if self.auto_close_after is not None and self.auto_close_after <= 0:
             raise ValueError("auto_close_after must be greater than 0")
+        if self.auto_close_after_waiting is not None and self.auto_close_after_waiting <= 0:
+            raise ValueError("auto_close_after_waiting must be greater than 0")
+        if self.calls_window <= 0:
+            raise ValueError("calls_window must be greater than 0")
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
         if self.stale_after <= 0:
             raise ValueError("stale_after must be greater than 0")
 
@@ -237,6 +279,12 @@ class _Track:
     # The component's last resolved incident and when it resolved (monotonic), for reopen.
     recent: ActiveIncident | None = None
     recent_at: float = 0.0
+    # When (monotonic) its incident went nodata: the gap's length when data resumes.
+    silent_mono: float | None = None
+    # When (monotonic) the calls counts were last added to an incident's ``calls``, and
+    # which incident's.
+    calls_sampled_at: float | None = None
+    calls_incident: str | None = None
 
     def reset_holds(self) -> None:
         self.at_least_since = [None] * 4
@@ -264,13 +312,52 @@ def resolve_summary(incident: ActiveIncident, now: float) -> dict[str, Any]:
 
 
 ALSO_AFFECTED = "; also affected: "
+SITE_WIDE = " (site-wide: every component of the site)"
 
 
-def with_affected(impact: str, affected: Iterable[str]) -> str:
-    """``impact`` naming the dependants attached to the incident (once, at the end)."""
+def with_affected(impact: str, affected: Iterable[str], site_wide: bool = False) -> str:
+    """``impact`` naming the components attached to the incident (once, at the end), and
+    saying "site-wide" when every component of the site is in it."""
     base = impact.split(ALSO_AFFECTED, 1)[0]
     names = list(affected)
-    return f"{base}{ALSO_AFFECTED}{', '.join(names)}" if names else base
+    if not names:
+        return base
+    return f"{base}{ALSO_AFFECTED}{', '.join(names)}{SITE_WIDE if site_wide else ''}"
+
+
+def live_state(incident: ActiveIncident) -> State:
+    """The state of an incident that has data: waiting on the customer, acknowledged or
+    open (in that order)."""
+    if incident.waiting_since is not None:
+        return "waiting_on_customer"
+    return "acknowledged" if incident.acknowledged else "open"
+
+
+def add_calls(
+    calls: Mapping[str, float] | None, rejected: float, offered: float | None, window: float
+) -> dict[str, float]:
+    """``calls`` with one more window's counts summed and the worst window kept."""
+    before = dict(calls or {})
+    total = {
+        "window_s": window,
+        "rejected": before.get("rejected", 0.0) + rejected,
+        "offered": before.get("offered", 0.0) + (offered or 0.0),
+        "windows": before.get("windows", 0.0) + 1,
+        "peak_rejected": before.get("peak_rejected", 0.0),
+        "peak_offered": before.get("peak_offered", 0.0),
+    }
+    if rejected > total["peak_rejected"] or "peak_rejected" not in before:
+        total["peak_rejected"], total["peak_offered"] = rejected, offered or 0.0
+    return total
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+_OPENING = frozenset({"opened", "reopened"})
 
 
 def new_incident_id() -> str:
@@ -279,6 +366,17 @@ def new_incident_id() -> str:
 
 def _key(component: str, kind: str) -> str:
     return f"{component}\x00{kind}"
+
+
+def _more_calls(
+    proposed: Mapping[str, float] | None, seen: Mapping[str, float] | None
+) -> Mapping[str, float] | None:
+    """The calls counts with more windows summed (observations go on during a write)."""
+    if seen is None:
+        return proposed
+    if proposed is None:
+        return seen
+    return seen if seen.get("windows", 0) > proposed.get("windows", 0) else proposed
 
 
 class Lifecycle:
@@ -300,6 +398,9 @@ class Lifecycle:
         self._last_mono: float | None = None
         # Proposed and not yet committed or abandoned transitions, by incident key.
         self._pending: dict[str, int] = {}
+        # Opens (and reopens) proposed and not yet settled, by component: grouping waits
+        # for them.
+        self._opening: dict[str, ActiveIncident] = {}
 
     # --- queries -------------------------------------------------------------------
 
@@ -327,12 +428,18 @@ class Lifecycle:
 
     def _propose(self, transitions: list[Transition]) -> list[Transition]:
         for transition in transitions:
-            if transition.incident is not None:
-                key = _key(transition.incident.component, transition.incident.kind)
+            incident = transition.incident
+            if incident is not None:
+                key = _key(incident.component, incident.kind)
                 self._pending[key] = self._pending.get(key, 0) + 1
+                if incident.kind == PRODUCTION_LOSS and transition.change in _OPENING:
+                    self._opening[incident.component] = incident
         return transitions
 
     def _settle(self, incident: ActiveIncident) -> None:
+        opening = self._opening.get(incident.component)
+        if opening is not None and opening.id == incident.id:
+            del self._opening[incident.component]
         key = _key(incident.component, incident.kind)
         left = self._pending.get(key, 0) - 1
         if left > 0:
@@ -373,6 +480,10 @@ class Lifecycle:
             track.last_data_at = mono
             track.stale = incident.state == "nodata"
             track.loss_written_at = mono
+            # Continued counts: the next window is added once a whole window has passed.
+            track.calls_sampled_at, track.calls_incident = mono, incident.id
+            if track.stale and incident.nodata_since is not None:
+                track.silent_mono = mono - max(0.0, now - incident.nodata_since)
 
     def _remember_resolved(self, incident: ActiveIncident, now: float, mono: float) -> None:
         """A recently resolved production-loss incident, for ``reopen_window`` (restore)."""
@@ -413,8 +524,11 @@ class Lifecycle:
                 current,
                 peak_loss=max(current.peak_loss, track.incident.peak_loss),
                 peak_severity=max(current.peak_severity, track.incident.peak_severity),
+                calls=_more_calls(current.calls, track.incident.calls),
             )
         track.incident = current
+        if current is None or current.state != "nodata":
+            track.silent_mono = None
         if incident.state == "resolved":
             track.recent = incident
             track.recent_at = (
@@ -435,8 +549,9 @@ class Lifecycle:
             return None
         if self.pending(incident):
             raise RuntimeError("acknowledge() while a change of the incident is unsettled")
-        state: State = "nodata" if incident.state == "nodata" else "acknowledged"
-        acked = replace(incident, acknowledged=True, state=state, updated_at=now)
+        acked = replace(incident, acknowledged=True, updated_at=now)
+        state: State = "nodata" if incident.state == "nodata" else live_state(acked)
+        acked = replace(acked, state=state)
         transition = Transition(
             "acknowledged",
             acked,
@@ -530,15 +645,26 @@ class Lifecycle:
         settled = not pending or _key(component, PRODUCTION_LOSS) not in pending
         if settled and incident is not None and incident.state == "nodata":
             # Proposed until written: a failed write is proposed again by the next message.
+            # The gap becomes an SLA hold; its length is monotonic time, so a wall-clock
+            # jump while the component was silent neither adds nor removes any.
+            since = incident.nodata_since if incident.nodata_since is not None else now
+            silent_for = mono - track.silent_mono if track.silent_mono is not None else now - since
+            spans = (*incident.nodata_spans, (since, since + max(0.0, silent_for)))
             incident = replace(
                 incident,
-                state="acknowledged" if incident.acknowledged else "open",
+                state=live_state(incident),
                 updated_at=now,
                 nodata_since=None,
+                nodata_spans=spans,
             )
             transitions.append(
                 Transition(
-                    "data resumed", incident, now, incident.severity, data={"nodata_since": None}
+                    "data resumed",
+                    incident,
+                    now,
+                    incident.severity,
+                    f"silent for {max(0.0, silent_for):.0f}s (not counted by the SLA clocks)",
+                    data={"nodata_since": None, "nodata_spans": [list(s) for s in spans]},
                 )
             )
         severity = observation.severity
@@ -569,9 +695,45 @@ class Lifecycle:
             )
             if track.incident is not None and incident.state == track.incident.state:
                 track.incident = incident
+        if incident is not None and incident.kind == PRODUCTION_LOSS:
+            incident = self._count_calls(track, incident, observation, mono)
         if settled:
             self._evaluate(component, track, incident, now, mono, transitions)
         return self._propose(transitions) if transitions else transitions
+
+    def _count_calls(
+        self, track: _Track, incident: ActiveIncident, observation: Observation, mono: float
+    ) -> ActiveIncident:
+        """Add the observation's windowed call counts once per ``calls_window``."""
+        rejected = _number(observation.metrics.get("calls_rejected"))
+        if rejected is None:
+            return incident
+        sampled = track.calls_sampled_at if track.calls_incident == incident.id else None
+        if sampled is not None and mono - sampled < self.settings.calls_window:
+            return incident
+        track.calls_sampled_at, track.calls_incident = mono, incident.id
+        offered = _number(observation.metrics.get("calls_offered"))
+        calls = add_calls(incident.calls, rejected, offered, self.settings.calls_window)
+        counted = replace(incident, calls=calls)
+        if track.incident is not None and track.incident.id == incident.id:
+            if track.incident.state == counted.state:
+                track.incident = counted
+            else:
+                track.incident = replace(track.incident, calls=counted.calls)
+        return counted
+
+    def waiting(
+        self, incident_id: str, waiting: bool, now: float, source: str
+    ) -> Transition | None:
+        """A service desk says the vendor waits on us (``waiting``) or that we replied:
+        the transition of the active incident, or None when it is not active here or
+        already in that state (nothing to record)."""
+        incident = self.find(incident_id)
+        if incident is None or (incident.waiting_since is not None) == waiting:
+            return None
+        if self.pending(incident):
+            raise RuntimeError("waiting() while a change of the incident is unsettled")
+        return self._propose([waiting_transition(incident, waiting, now, source)])[0]
 
     def tick(self, now: float, mono: float | None = None) -> list[Transition]:
         """Time passed without data: finish holds, mark stale components, telemetry lost."""
@@ -592,6 +754,7 @@ class Lifecycle:
                     track.reset_holds()
                 incident = track.incident
                 if incident is not None and incident.state != "nodata":
+                    track.silent_mono = mono
                     silent = replace(incident, state="nodata", updated_at=now, nodata_since=now)
                     transitions.append(
                         Transition(
@@ -611,7 +774,39 @@ class Lifecycle:
             and all(t.stale for t in heard)
         ):
             transitions.append(self._open_telemetry(now))
+        self._close_waiting(now, transitions)
         return self._propose(transitions)
+
+    def _close_waiting(self, now: float, transitions: list[Transition]) -> None:
+        """Close the incidents waiting on the customer ``auto_close_after_waiting``."""
+        limit = self.settings.auto_close_after_waiting
+        if limit is None:
+            return
+        touched = {t.incident_id for t in transitions}
+        for incident in self.active():
+            since = incident.waiting_since
+            if since is None or now - since < limit or incident.id in touched:
+                continue
+            if self.pending(incident):
+                continue
+            closed = replace(incident, state="expired", updated_at=now)
+            transitions.append(
+                Transition(
+                    "expired",
+                    closed,
+                    now,
+                    incident.severity,
+                    f"waiting on the customer for {now - since:.0f}s (auto_close_after_waiting):"
+                    " closed without a recovery",
+                    data={"closed_at": now, "closed_reason": "waiting_on_customer"},
+                    extras={
+                        "closed": {
+                            "reason": "waiting_on_customer",
+                            "waited_s": round(now - since),
+                        }
+                    },
+                )
+            )
 
     # --- the decisions ------------------------------------------------------------
 
@@ -629,6 +824,8 @@ class Lifecycle:
             now,
             incident.severity,
             f"no data for {silent:.0f}s (auto_close_after): closed without a recovery",
+            data={"closed_at": now, "closed_reason": "nodata"},
+            extras={"closed": {"reason": "nodata", "silent_s": round(silent)}},
         )
 
     def _evaluate(
@@ -671,7 +868,9 @@ class Lifecycle:
                     incident,
                     production_loss=observation.loss,
                     impact=with_affected(
-                        observation.impact if same_level else incident.impact, incident.affected
+                        observation.impact if same_level else incident.impact,
+                        incident.affected,
+                        self.site_wide(incident.component, incident.affected),
                     ),
                     metrics=observation.metrics,
                     updated_at=now,
@@ -692,6 +891,7 @@ class Lifecycle:
                 recent,
                 severity=target,
                 state="acknowledged" if recent.acknowledged else "open",
+                waiting_since=None,
                 production_loss=observation.loss,
                 peak_loss=max(recent.peak_loss, observation.loss),
                 peak_severity=max(recent.peak_severity, target),
@@ -747,6 +947,11 @@ class Lifecycle:
                 updated_at=now,
                 resolved_at=now,
             )
+            data: dict[str, Any] = {}
+            if incident.waiting_since is not None:
+                # A wait still running ends with the incident (a reopen starts afresh).
+                resolved = _end_wait(resolved, now)
+                data = _wait_data(resolved)
             transitions.append(
                 Transition(
                     "resolved",
@@ -754,6 +959,7 @@ class Lifecycle:
                     now,
                     current,
                     f"recovered: {observation.impact}",
+                    data=data,
                     extras=resolve_summary(resolved, now),
                 )
             )
@@ -764,7 +970,11 @@ class Lifecycle:
             production_loss=observation.loss,
             peak_loss=max(incident.peak_loss, observation.loss),
             peak_severity=max(incident.peak_severity, target),
-            impact=with_affected(described.impact, incident.affected),
+            impact=with_affected(
+                described.impact,
+                incident.affected,
+                self.site_wide(incident.component, incident.affected),
+            ),
             metrics=observation.metrics,
             updated_at=now,
         )
@@ -772,22 +982,72 @@ class Lifecycle:
         detail = f"{current.label} -> {target.label}: {changed.impact}"
         transitions.append(Transition(change, changed, now, current, detail))
 
-    def covering(
-        self, component: str, _seen: frozenset[str] = frozenset()
-    ) -> ActiveIncident | None:
-        """The active production-loss incident ``component`` is in: its own, or the one of
-        a parent (through ``depends_on``, transitively) that lists it as affected."""
+    def covering(self, component: str) -> ActiveIncident | None:
+        """The active production-loss incident ``component`` is in: its own, or the one
+        it was attached to (one ticket per fault)."""
         own = self.incident_of(component)
-        if own is not None:
-            return own
-        seen = _seen | {component}
-        for parent in self.settings.depends_on.get(component, ()):
-            if parent in seen:
-                continue
-            incident = self.covering(parent, seen)
+        return own if own is not None else self._attached_to(component)
+
+    def _attached_to(self, component: str) -> ActiveIncident | None:
+        for track in self._tracks.values():
+            incident = track.incident
             if incident is not None and component in incident.affected:
                 return incident
         return None
+
+    def site_wide(self, component: str, affected: Iterable[str]) -> bool:
+        """Whether an incident of ``component`` with ``affected`` covers every component
+        of the site: every configured one that telemetry was heard from (the five
+        standard components are always configured, a site may use only some), two or
+        more."""
+        configured = set(self.settings.components)  # none given (replays, tests): never
+        heard = {name for name, track in self._tracks.items() if track.last_data_at is not None}
+        heard &= configured
+        return len(heard) > 1 and heard <= {component, *affected}
+
+    def _opening_of(self, component: str, transitions: list[Transition]) -> ActiveIncident | None:
+        """An open of ``component``'s incident proposed and not yet written."""
+        for transition in transitions:
+            incident = transition.incident
+            if (
+                incident is not None
+                and incident.component == component
+                and incident.kind == PRODUCTION_LOSS
+                and transition.change in _OPENING
+            ):
+                return incident
+        return self._opening.get(component)
+
+    def _group_host(
+        self, component: str, now: float, transitions: list[Transition]
+    ) -> tuple[ActiveIncident, str] | None:
+        """The incident the fault of ``component`` joins (and why), if any: a parent's
+        (``depends_on``) opened within ``group_window``, else, grouping by site, the
+        earliest production-loss incident of the site opened within it. An open proposed
+        and not yet written is a candidate too (the caller then waits for it)."""
+        window = self.settings.group_window
+        for parent in self.settings.depends_on.get(component, ()):
+            incident = self.covering(parent) or self._opening_of(parent, transitions)
+            if incident is not None and now - incident.opened_at <= window:
+                return incident, f"depends on {parent}"
+        if self.settings.group_by != "site":
+            return None
+        candidates: list[ActiveIncident] = []
+        for name, track in self._tracks.items():
+            if name == component:
+                continue
+            incident = track.incident or self._opening_of(name, transitions)
+            if (
+                incident is not None
+                and incident.kind == PRODUCTION_LOSS
+                and incident.state not in CLOSED_STATES
+                and now - incident.opened_at <= window
+            ):
+                candidates.append(incident)
+        if not candidates:
+            return None
+        host = min(candidates, key=lambda i: (i.opened_at, i.component))
+        return host, f"site {self.site}: within group_window of {host.component}'s open"
 
     def _grouped(
         self,
@@ -797,42 +1057,48 @@ class Lifecycle:
         now: float,
         transitions: list[Transition],
     ) -> bool:
-        """Whether the fault of ``component`` (no incident of its own) belongs to the
-        incident of a parent: already attached, waiting for a write of it, or attached now
-        (an ``affected`` transition of the parent's incident is appended)."""
-        parents = self.settings.depends_on.get(component, ())
-        if not parents:
-            return False
-        for parent in parents:
-            incident = self.covering(parent)
-            if incident is None:
-                continue
-            if component in incident.affected:
-                return True
-            if now - incident.opened_at > self.settings.group_window:
-                continue
-            if self.pending(incident) or any(t.incident_id == incident.id for t in transitions):
-                return True  # decided once the parent's incident is written
-            affected = (*incident.affected, component)
-            grouped = replace(
-                incident,
-                affected=affected,
-                impact=with_affected(incident.impact, affected),
-                updated_at=now,
-            )
-            transitions.append(
-                Transition(
-                    "affected",
-                    grouped,
-                    now,
-                    incident.severity,
-                    f"{component} {target.label} (depends on {parent}): {described.impact}",
-                    data={"affected_components": list(affected)},
-                    extras={"affected_components": list(affected)},
-                )
-            )
+        """Whether the fault of ``component`` (no incident of its own) belongs to another
+        incident: already attached, waiting for a write of it, or attached now (an
+        ``affected`` transition of that incident is appended)."""
+        if self._attached_to(component) is not None:
             return True
-        return False
+        found = self._group_host(component, now, transitions)
+        if found is None:
+            return False
+        incident, why = found
+        written = self._tracks.get(incident.component)
+        if (
+            written is None
+            or written.incident is None
+            or written.incident.id != incident.id
+            or self.pending(incident)
+            or any(t.incident_id == incident.id for t in transitions)
+        ):
+            return True  # decided once that incident is written
+        affected = (*incident.affected, component)
+        site_wide = self.site_wide(incident.component, affected)
+        grouped = replace(
+            incident,
+            affected=affected,
+            impact=with_affected(incident.impact, affected, site_wide),
+            updated_at=now,
+        )
+        scope = {"affected_components": list(affected), "site_wide": site_wide}
+        detail = f"{component} {target.label} ({why}): {described.impact}"
+        if site_wide:
+            detail += "; site-wide: every component of the site is affected"
+        transitions.append(
+            Transition(
+                "affected",
+                grouped,
+                now,
+                incident.severity,
+                detail,
+                data=scope,
+                extras=scope,
+            )
+        )
+        return True
 
     def _open_telemetry(self, now: float) -> Transition:
         silent = sorted(c for c, t in self._tracks.items() if t.last_data_at is not None)
@@ -861,6 +1127,50 @@ class Lifecycle:
         incident = self.telemetry_incident
         resolved = replace(incident, state="resolved", updated_at=now, resolved_at=now)
         return Transition("resolved", resolved, now, incident.severity, "telemetry arrives again")
+
+
+# --- waiting on the customer (docs/architecture.md, "Waiting on the customer") ---------
+
+
+def _end_wait(incident: ActiveIncident, now: float) -> ActiveIncident:
+    since = incident.waiting_since
+    if since is None:
+        return incident
+    span = (since, max(since, now))
+    return replace(incident, waiting_since=None, waiting_spans=(*incident.waiting_spans, span))
+
+
+def _wait_data(incident: ActiveIncident) -> dict[str, Any]:
+    return {
+        "waiting_since": incident.waiting_since,
+        "waiting_spans": [list(span) for span in incident.waiting_spans],
+    }
+
+
+def waiting_transition(
+    incident: ActiveIncident, waiting: bool, now: float, source: str
+) -> Transition:
+    """``waiting_on_customer`` (the resolution clock holds from ``now``) or
+    ``customer_replied`` (the wait becomes a finished span) of an active incident."""
+    if waiting:
+        changed = replace(incident, waiting_since=now, updated_at=now)
+        change, detail = "waiting_on_customer", f"{source}: the vendor waits on us"
+    else:
+        changed = replace(_end_wait(incident, now), updated_at=now)
+        waited = now - (incident.waiting_since or now)
+        change = "customer_replied"
+        detail = f"{source}: no longer waiting on us (waited {waited:.0f}s)"
+    if changed.state != "nodata":
+        changed = replace(changed, state=live_state(changed))
+    return Transition(
+        change,
+        changed,
+        now,
+        incident.severity,
+        detail,
+        data={**_wait_data(changed), "waiting_source": source},
+        extras={"waiting": {"waiting": waiting, "source": source}},
+    )
 
 
 # --- maintenance windows (docs/architecture.md, "Maintenance windows") ------------------

@@ -139,6 +139,10 @@ class Incident:
             nodata_since=_number(self.data.get("nodata_since")),
             reopen_count=int(_number(self.data.get("reopen_count")) or 0),
             affected=_names(self.data.get("affected_components")),
+            nodata_spans=_spans(self.data.get("nodata_spans")),
+            waiting_since=_number(self.data.get("waiting_since")),
+            waiting_spans=_spans(self.data.get("waiting_spans")),
+            calls=_calls(self.data.get("calls")),
         )
 
     def sla(self) -> dict[str, str | None]:
@@ -176,12 +180,35 @@ class Incident:
             "maintenance": self.data.get("maintenance"),
             "upstream_deferred": bool(self.data.get("upstream_deferred")),
             "sla_exempt": self.data.get("sla_exempt"),
-            # One ticket per fault: dependants whose faults joined this incident.
+            # One ticket per fault: components whose faults joined this incident.
             "affected_components": list(_names(self.data.get("affected_components"))),
+            "site_wide": bool(self.data.get("site_wide")),
+            # A service desk says the vendor waits on us (the resolution clock holds).
+            "waiting_since": rfc3339(_number(self.data.get("waiting_since"))),
         }
         if timeline is not None:
             body["timeline"] = [entry.to_api() for entry in timeline]
         return body
+
+
+def _spans(value: object) -> tuple[tuple[float, float], ...]:
+    """Hold spans ``[[start, end], ...]`` from the record's data (anything else: none)."""
+    if not isinstance(value, list):
+        return ()
+    found: list[tuple[float, float]] = []
+    for item in value:
+        if isinstance(item, list) and len(item) == 2:
+            start, end = _number(item[0]), _number(item[1])
+            if start is not None and end is not None:
+                found.append((start, end))
+    return tuple(found)
+
+
+def _calls(value: object) -> dict[str, float] | None:
+    if not isinstance(value, dict):
+        return None
+    numbers = {str(k): _number(v) for k, v in value.items()}
+    return {k: v for k, v in numbers.items() if v is not None} or None
 
 
 def _names(value: object) -> tuple[str, ...]:

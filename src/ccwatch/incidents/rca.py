@@ -9,6 +9,14 @@ recorded, and says so when it could not know.
 Loss over time is the timeline's loss figures held until the next entry (the record's
 figure between entries is refreshed at most every ``loss_refresh``), so the average
 and the lost production are estimates from the recorded changes.
+
+Calls rejected over the incident come from ``data["calls"]``, which the lifecycle keeps:
+the metrics window's counts (``classification.window``) taken once per window while the
+incident was open and summed, so the windows do not overlap; the draft says it is an
+estimate (the first window reaches back before the open, calls after the last whole
+window are not in it). The per-minute ``loss_history`` keeps losses, not calls, so it
+cannot give this figure. An incident without that record (older, or no calls reported)
+shows the last window's figure, saying so.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ class ClockOutcome:
     """One SLA clock of the incident: its due time and whether it was met."""
 
     kind: str
-    due_at: float
+    due_at: float | None  # None: held without an end (no due time)
     stopped_at: float | None
     breached: bool
 
@@ -56,6 +64,66 @@ def loss_integral(incident: Incident, timeline: Sequence[TimelineEntry], end: fl
             continue  # silent or over: nothing measured
         total += entry.production_loss * max(0.0, until - entry.at)
     return total
+
+
+_HOLDS = (
+    ("sla_exempt_spans", "sla_exempt_at", "SLA exemption (every clock)"),
+    ("nodata_spans", "nodata_since", "no data (first response and resolution)"),
+    ("waiting_spans", "waiting_since", "waiting on the customer (resolution)"),
+)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _hold_lines(incident: Incident) -> list[str]:
+    """The spans the SLA clocks did not count (README, "SLA holds")."""
+    lines: list[str] = []
+    if incident.data.get("in_maintenance"):
+        window = incident.data.get("maintenance")
+        reason = window.get("reason") if isinstance(window, dict) else None
+        lines.append(f"- maintenance window ({reason or 'no reason given'}): clocks from its end")
+    for spans_key, open_key, what in _HOLDS:
+        spans = incident.data.get(spans_key)
+        for span in spans if isinstance(spans, list) else []:
+            if isinstance(span, list) and len(span) == 2:
+                start, end = _number(span[0]), _number(span[1])
+                if start is not None and end is not None:
+                    lines.append(
+                        f"- {what}: {rfc3339(start)} to {rfc3339(end)} ({_duration(end - start)})"
+                    )
+        since = _number(incident.data.get(open_key))
+        if since is not None and (open_key != "nodata_since" or incident.state != "resolved"):
+            lines.append(f"- {what}: since {rfc3339(since)}")
+    return lines
+
+
+def _calls_lines(incident: Incident) -> list[str]:
+    calls = incident.data.get("calls")
+    if isinstance(calls, dict) and calls.get("windows"):
+        window = _duration(float(calls.get("window_s") or 0))
+        count = int(calls["windows"])
+        return [
+            f"- Calls rejected over the incident: about {calls.get('rejected', 0):g} of "
+            f"{calls.get('offered', 0):g} offered (estimated: the {window} metrics window "
+            f"taken once per window while the incident was open, {count} window(s) summed; "
+            "the first reaches back before the open, calls after the last whole window "
+            "are not in it)",
+            f"- Worst {window} window: {calls.get('peak_rejected', 0):g} of "
+            f"{calls.get('peak_offered', 0):g} calls rejected",
+        ]
+    metrics = incident.metrics
+    rejected, offered = metrics.get("calls_rejected"), metrics.get("calls_offered")
+    if isinstance(rejected, int | float) and not isinstance(rejected, bool):
+        of = f" of {offered:g} offered" if isinstance(offered, int | float) else ""
+        return [
+            f"- Calls rejected in the last metrics window: {rejected:g}{of} (no count over "
+            "the whole incident was recorded)"
+        ]
+    return ["- Calls rejected: not reported by the metrics"]
 
 
 def rca_draft(
@@ -105,26 +173,26 @@ def rca_draft(
         )
     else:
         lines.append("- Estimated lost production: unknown (no seat count in the metrics)")
-    rejected, offered = metrics.get("calls_rejected"), metrics.get("calls_offered")
-    if isinstance(rejected, int | float) and not isinstance(rejected, bool):
-        of = f" of {offered:g} offered" if isinstance(offered, int | float) else ""
-        lines.append(f"- Calls rejected in the last metrics window: {rejected:g}{of}")
-    else:
-        lines.append("- Calls rejected: not reported by the metrics")
+    lines += _calls_lines(incident)
     reopens = incident.data.get("reopen_count")
     if reopens:
         lines.append(f"- Recurred {reopens} time(s) within the reopen window")
     lines += ["", "## SLA", ""]
     if clocks:
         for clock in clocks:
-            verdict = "breached" if clock.breached else "met"
-            stopped = rfc3339(clock.stopped_at) if clock.stopped_at else "running"
-            lines.append(
-                f"- {clock.kind.replace('_', ' ')}: {verdict} (due {rfc3339(clock.due_at)}, "
-                f"stopped {stopped})"
-            )
+            due = rfc3339(clock.due_at) if clock.due_at is not None else "none while held"
+            if clock.breached:
+                verdict = "breached"
+            elif clock.stopped_at is None:
+                verdict = "not met yet, running"
+            else:
+                verdict = "met"
+            stopped = f", stopped {rfc3339(clock.stopped_at)}" if clock.stopped_at else ""
+            lines.append(f"- {clock.kind.replace('_', ' ')}: {verdict} (due {due}{stopped})")
     else:
         lines.append("- no SLA clocks for this severity")
+    lines += ["", "### Not counted by the SLA clocks", ""]
+    lines += _hold_lines(incident) or ["- nothing held"]
     escalations = [e for e in timeline if e.change in ("sla_escalation", "sla_breach", "reminder")]
     lines += ["", "## Escalations sent", ""]
     lines += [f"- {rfc3339(e.at)} {e.change}: {e.detail}" for e in escalations] or ["- none"]

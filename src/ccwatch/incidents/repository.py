@@ -106,7 +106,7 @@ MIGRATIONS = Migrations(
     },
 )
 
-STATES = ("open", "acknowledged", "nodata", "resolved", "expired")
+STATES = ("open", "acknowledged", "waiting_on_customer", "nodata", "resolved", "expired")
 ACTIVE = "active"  # a filter meaning every state but resolved and expired
 _NOT_CLOSED = "state NOT IN ('resolved', 'expired')"
 
@@ -267,6 +267,8 @@ def apply_transition(stored: Incident | None, transition: Transition) -> Inciden
     data: dict[str, Any] = dict(stored.data) if stored is not None else {}
     if active is not None and active.metrics:
         data["metrics"] = dict(active.metrics)
+    if active is not None and active.calls:
+        data["calls"] = dict(active.calls)
     data.update(transition.data)
     if active is None:
         assert stored is not None

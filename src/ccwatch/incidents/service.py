@@ -13,6 +13,8 @@ Entries:
 
 - ``observe`` (sync, the pipeline's hot path) + ``apply``; ``tick`` / ``run_ticker``;
 - ``acknowledge(incident_id, by)``;
+- ``waiting_on_customer(incident_id, waiting, source)`` (a service desk's "pending");
+- ``exempt_sla`` / ``lift_sla_exemption``, ``rca_delivered`` / ``rca_deferred``;
 - ``note(incident_id, change, ...)`` — a change that is not the lifecycle's: an SLA step,
   a breach, new due times, a dead-lettered ticket;
 - ``report`` / ``clear`` — ``ExternalIncidents`` for the checklist and retention jobs.
@@ -50,6 +52,7 @@ from ccwatch.incidents.lifecycle import (
     maintenance_gate,
     new_incident_id,
     release_after_maintenance,
+    waiting_transition,
 )
 from ccwatch.incidents.model import Incident, rfc3339
 from ccwatch.incidents.vocabulary import Event
@@ -408,6 +411,106 @@ class IncidentService:
             extras={"sla_exempt": {"reason": text, "by": by, "at": rfc3339(at)}},
             now=at,
         )
+
+    async def lift_sla_exemption(
+        self, incident_id: str, by: str, reason: str = "", now: float | None = None
+    ) -> Incident:
+        """Put an exempt incident back inside the SLA: its clocks resume from now and the
+        exempt span (``sla_exempt_spans``) is not counted; timeline and event
+        ``sla_exempt_lifted``. An incident that is not exempt is returned unchanged."""
+        at = self.clock() if now is None else now
+        async with self._settled:
+            stored = await self.get(incident_id)
+            if stored is None:
+                raise repository.UnknownIncidentError(incident_id)
+            since = stored.data.get("sla_exempt_at")
+            if not isinstance(since, int | float) or isinstance(since, bool):
+                return stored
+            spans = stored.data.get("sla_exempt_spans")
+            held = [*(spans if isinstance(spans, list) else []), [since, max(float(since), at)]]
+            exempt = stored.data.get("sla_exempt")
+            text = reason.strip()
+            lifted = {"by": by, "at": at, "reason": text, "exempt": exempt}
+            detail = f"by {by}" + (f": {text}" if text else "")
+            transition = Transition(
+                "sla_exempt_lifted",
+                None,
+                at,
+                stored.severity,
+                f"{detail} (exempt for {at - since:.0f}s, not counted by the SLA clocks)",
+                incident_id=incident_id,
+                event=Event.SLA_EXEMPT_LIFTED,
+                data={
+                    "sla_exempt_at": None,
+                    "sla_exempt": None,
+                    "sla_exempt_spans": held,
+                    "sla_exempt_lifted": lifted,
+                },
+                extras={
+                    "sla_exempt_lifted": {
+                        "by": by,
+                        "reason": text,
+                        "exempt_since": rfc3339(since),
+                        "at": rfc3339(at),
+                    }
+                },
+            )
+            return await self._write(transition)
+
+    async def waiting_on_customer(
+        self, incident_id: str, waiting: bool, source: str, now: float | None = None
+    ) -> Incident:
+        """A service desk says the vendor waits on us (``waiting``: RT ``stalled``,
+        Zendesk/Freshdesk ``pending``, ServiceNow "Awaiting Caller", Jira "Waiting for
+        customer") or that it no longer does. ``source`` says who, e.g. ``"rt:ticket 42"``.
+
+        Waiting: state ``waiting_on_customer``, timeline and event ``waiting_on_customer``;
+        the resolution clock holds (first response is not affected), and
+        ``incidents.auto_close_after_waiting`` later the ticker closes the incident
+        (``expired``). No longer waiting: timeline and event ``customer_replied``; the
+        resolution clock resumes without counting the wait. Calling it again with the same
+        value records nothing; so does a call for an incident that is over (a desk going
+        pending after ccwatch resolved changes nothing). Both return the record.
+        Raises ``UnknownIncidentError``, ``IncidentWriteError``.
+        """
+        who = source.strip()[:200] or "upstream"
+        async with self._settled:
+            await self._settled.wait_for(lambda: not self._in_flight(incident_id))
+            at = self.clock() if now is None else now
+            transition: Transition | None = None
+            tracked = self.lifecycle.find(incident_id) is not None
+            if tracked:
+                # Proposed before any await: from here the pipeline leaves it alone.
+                transition = self.lifecycle.waiting(incident_id, waiting, at, who)
+            if transition is None:
+                stored = await self.get(incident_id)
+                if stored is None:
+                    raise repository.UnknownIncidentError(incident_id)
+                view = stored.as_active()
+                if (
+                    tracked
+                    or stored.state in CLOSED_STATES
+                    or (view.waiting_since is not None) == waiting
+                ):
+                    return stored
+                # Active in the store but not in this site's lifecycle (another site's).
+                change = waiting_transition(view, waiting, at, who)
+                assert change.incident is not None
+                transition = Transition(
+                    change.change,
+                    None,
+                    at,
+                    stored.severity,
+                    change.detail,
+                    incident_id=incident_id,
+                    updates={"state": change.incident.state},
+                    data=change.data,
+                    extras=change.extras,
+                )
+            try:
+                return await self._write(transition)
+            finally:
+                self._settled.notify_all()
 
     async def release_maintenance(self, now: float | None = None) -> list[str]:
         """Send the deferred ``open`` of each incident opened inside a maintenance window

@@ -31,6 +31,9 @@ class Event(StrEnum):
     RCA_DELIVERED = "rca_delivered"  # the RCA was delivered (stops the RCA clock)
     RCA_DEFERRED = "rca_deferred"  # the RCA waits (e.g. for debug data): new due time
     SLA_EXEMPT = "sla_exempt"  # outside the SLA (e.g. customer hardware): clocks paused
+    SLA_EXEMPT_LIFTED = "sla_exempt_lifted"  # back inside the SLA: clocks resume
+    WAITING_ON_CUSTOMER = "waiting_on_customer"  # the desk says the vendor waits on us
+    CUSTOMER_REPLIED = "customer_replied"  # no longer waiting on us: resolution clock resumes
 
 
 # Lifecycle changes (timeline names) and the event each sends; None: recorded only.
@@ -49,6 +52,9 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     "rca_delivered": Event.RCA_DELIVERED,
     "rca_deferred": Event.RCA_DEFERRED,
     "sla_exempt": Event.SLA_EXEMPT,
+    "sla_exempt_lifted": Event.SLA_EXEMPT_LIFTED,
+    "waiting_on_customer": Event.WAITING_ON_CUSTOMER,
+    "customer_replied": Event.CUSTOMER_REPLIED,
     # Opened inside a maintenance window and still active when it ended: the deferred
     # open, sent then (its body carries the true start time).
     "maintenance_ended": Event.OPEN,
@@ -60,6 +66,9 @@ EVENT_OF_CHANGE: dict[str, Event | None] = {
     "sla_due": None,  # due times (re)computed
     "rca_draft": None,  # the RCA draft was written on resolve (ccwatch incidents rca-draft)
     "ticket_dead": None,  # an upstream refused an event for good (shown to the operator)
+    # What an upstream (a service desk) says of its ticket, as a timeline note:
+    # ``IncidentService.note(id, "upstream_status", detail="rt:ticket 42: open")``.
+    "upstream_status": None,
     "diagnostics": None,  # diagnostics attached to a pending open event
 }
 

@@ -37,9 +37,12 @@ from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
 from ccwatch.sla import (
     CLOCK_KINDS,
+    SILENT_CLOCKS,
+    WAITING_CLOCKS,
     Clock,
     EscalationConfig,
     EscalationStep,
+    Hold,
     IncidentFacts,
     IncidentTimes,
     SlaConfig,
@@ -72,8 +75,42 @@ def _data_time(incident: Incident, key: str) -> datetime | None:
     return _dt(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _spans(incident: Incident, key: str) -> list[tuple[datetime, datetime]]:
+    """Finished hold spans kept in ``incidents.data[key]`` as ``[[start, end], ...]``."""
+    found: list[tuple[datetime, datetime]] = []
+    value = incident.data.get(key)
+    for item in value if isinstance(value, list) else []:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in item)
+        ):
+            found.append(
+                (datetime.fromtimestamp(item[0], UTC), datetime.fromtimestamp(item[1], UTC))
+            )
+    return found
+
+
 def incident_times(incident: Incident) -> IncidentTimes:
+    """The SLA view of a record. Holds (docs/architecture.md, "SLA holds"): an SLA
+    exemption holds every clock (``sla_exempt_spans`` once lifted, ``sla_exempt_at`` while
+    it lasts); a silent component holds first response and resolution (``nodata_spans``,
+    ``nodata_since`` while silent); a ticket waiting on the customer holds resolution
+    (``waiting_spans``, ``waiting_since``)."""
     silent = incident.state in ("nodata", "expired")
+    holds: list[Hold] = []
+    for key, clocks_held, reason in (
+        ("sla_exempt_spans", frozenset(CLOCK_KINDS), "exempt"),
+        ("nodata_spans", SILENT_CLOCKS, "nodata"),
+        ("waiting_spans", WAITING_CLOCKS, "waiting_on_customer"),
+    ):
+        holds.extend(Hold(start, end, clocks_held, reason) for start, end in _spans(incident, key))
+    waiting = _data_time(incident, "waiting_since")
+    if waiting is not None:
+        holds.append(Hold(waiting, None, WAITING_CLOCKS, "waiting_on_customer"))
+    closed = None
+    if incident.state == "expired":
+        closed = _data_time(incident, "closed_at") or _dt(incident.updated_at)
     return IncidentTimes(
         severity=incident.severity,
         opened_at=datetime.fromtimestamp(incident.opened_at, UTC),
@@ -88,6 +125,8 @@ def incident_times(incident: Incident) -> IncidentTimes:
             if incident.data.get(DEFERRED_KEY)
             else _data_time(incident, "sla_exempt_at")
         ),
+        closed_at=closed,
+        holds=tuple(holds),
     )
 
 
@@ -105,7 +144,7 @@ def load_rca_draft(
     outcomes = [
         ClockOutcome(
             kind=str(clock.kind),
-            due_at=clock.due_at.timestamp(),
+            due_at=clock.due_at.timestamp() if clock.due_at is not None else None,
             stopped_at=clock.stopped_at.timestamp() if clock.stopped_at else None,
             breached=clock.breached,
         )
@@ -416,16 +455,15 @@ class SlaWatcher:
             await notes.note(incident.id, "sla_due", updates=dict(due), now=now)
         for breach in breaches:
             sent_names.append(f"breach:{breach.kind}")
-            detail = f"{breach.kind.replace('_', ' ')} was due {rfc3339(breach.due_at.timestamp())}"
+            was_due = rfc3339(_epoch(breach.due_at))
+            detail = f"{breach.kind.replace('_', ' ')} was due {was_due}"
             await notes.note(
                 incident.id,
                 "sla_breach",
                 event=Event.SLA_BREACH,
                 detail=detail,
                 data={SENT_KEY: list(sent_names)},
-                extras={
-                    "breach": {"clock": breach.kind, "due": rfc3339(breach.due_at.timestamp())}
-                },
+                extras={"breach": {"clock": breach.kind, "due": was_due}},
                 now=now,
             )
             self.metrics.breaches.labels(kind=breach.kind, severity=incident.severity.label).inc()
@@ -435,7 +473,7 @@ class SlaWatcher:
                 incident.component,
                 incident.severity.label,
                 breach.kind.replace("_", " "),
-                rfc3339(breach.due_at.timestamp()),
+                was_due,
             )
         for step in steps:
             sent_names.append(step.name)

@@ -74,6 +74,9 @@ class AlertmanagerAdapter(Adapter):
         Event.RCA_DELIVERED: IGNORE,  # after the resolution: nothing fires any more
         Event.RCA_DEFERRED: IGNORE,
         Event.SLA_EXEMPT: IGNORE,
+        Event.SLA_EXEMPT_LIFTED: IGNORE,
+        Event.WAITING_ON_CUSTOMER: IGNORE,  # a desk's state: the alert keeps firing as is
+        Event.CUSTOMER_REPLIED: IGNORE,
     }
 
     def __init__(self, config: AlertmanagerUpstream, context: AdapterContext) -> None:

@@ -57,6 +57,9 @@ _VERBS: dict[Event, str] = {
     Event.RCA_DELIVERED: "RCA delivered",
     Event.RCA_DEFERRED: "RCA deferred",
     Event.SLA_EXEMPT: "SLA exempt",
+    Event.SLA_EXEMPT_LIFTED: "SLA exemption lifted",
+    Event.WAITING_ON_CUSTOMER: "waiting on customer",
+    Event.CUSTOMER_REPLIED: "customer replied",
 }
 
 

@@ -71,6 +71,9 @@ ACTIONS: dict[Event, str] = {
     Event.RCA_DELIVERED: IGNORE,  # after the resolution: a trigger would open a new alert
     Event.RCA_DEFERRED: IGNORE,
     Event.SLA_EXEMPT: IGNORE,
+    Event.SLA_EXEMPT_LIFTED: IGNORE,
+    Event.WAITING_ON_CUSTOMER: IGNORE,  # a desk's state: nobody is paged for it
+    Event.CUSTOMER_REPLIED: IGNORE,
 }
 
 

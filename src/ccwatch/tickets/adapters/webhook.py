@@ -70,6 +70,9 @@ class WebhookAdapter(Adapter):
         Event.RCA_DELIVERED: "post",
         Event.RCA_DEFERRED: "post",
         Event.SLA_EXEMPT: "post",
+        Event.SLA_EXEMPT_LIFTED: "post",
+        Event.WAITING_ON_CUSTOMER: "post",
+        Event.CUSTOMER_REPLIED: "post",
     }
 
     def __init__(self, config: WebhookUpstream, context: AdapterContext) -> None:
