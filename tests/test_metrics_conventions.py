@@ -70,6 +70,7 @@ BOUNDED_LABELS = {
     "checklist",
     "check",
     "database",
+    "source",  # an inbound: source (config)
     "table",
     "dependency",
     "target",  # the heartbeat's: url, alertmanager

@@ -49,7 +49,10 @@ from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
+from ccwatch.tickets.desk import DeskAdapter
+from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
+from ccwatch.tickets.reconciler import Reconciler
 from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
@@ -78,9 +81,11 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     services: dict[str, Service] = {}
 
     # Tickets: the outbox dispatcher and the SLA watcher.
-    context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email)
+    links = TicketLinks(runtime.store)
+    context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email, links=links)
     wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
     adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
+    desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
     dispatcher: OutboxDispatcher | None = None
     if adapters:
         retry = {
@@ -101,8 +106,13 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
                 OutboxDispatcher.BATCH_SIZE,
                 OutboxDispatcher.CONCURRENCY,
             ),
+            links=links if desks else None,
         )
         services["outbox"] = dispatcher.run()
+    if desks:
+        # What comes back from the service desks (tickets/reconciler.py).
+        reconciler = Reconciler(desks, links, incidents, runtime.registry, clock=runtime.clock)
+        services["reconciler"] = reconciler.run()
     watcher: SlaWatcher | None = None
     if config.sla.enabled:
         watcher = SlaWatcher(
@@ -132,9 +142,7 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
 
     # The core loop: MQTT -> pipeline -> incident service, and the ticker.
     pipeline = build_pipeline(config, incidents, runtime.registry, runtime.clock)
-    source = build_mqtt_source(
-        config, pipeline, runtime.registry, runtime.readiness, runtime.clock
-    )
+    source = build_mqtt_source(config, pipeline, runtime.registry, runtime.readiness, runtime.clock)
     services["mqtt"] = source.run()
     # The per-minute loss history (the pages' charts): reads the pipeline once a second.
     recorder = LossRecorder(runtime.store, pipeline.readings, clock=runtime.clock)

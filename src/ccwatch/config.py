@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from ccwatch.checklists.checks import CheckSettings
 from ccwatch.checklists.config import ChecklistsConfig
@@ -32,6 +33,7 @@ from ccwatch.configbase import StrictModel, TimeZone, repeated
 from ccwatch.durations import format_duration
 from ccwatch.errors import ConfigError
 from ccwatch.heartbeat.config import HeartbeatConfig
+from ccwatch.inbound.config import InboundSource, unique_names
 from ccwatch.incidents.config import IncidentsConfig
 from ccwatch.maintenance.config import MaintenanceWindowConfig
 from ccwatch.notify.config import EmailConfig as EmailConfig
@@ -92,6 +94,11 @@ class Config(StrictModel):
     incidents: IncidentsConfig = IncidentsConfig()
     maintenance: list[MaintenanceWindowConfig] = Field(default_factory=list)
     tickets: list[TicketUpstream] = Field(default_factory=list)
+    inbound: Annotated[list[InboundSource], AfterValidator(unique_names)] = Field(
+        default_factory=list,
+        description="signed webhooks that pagers and service desks push back "
+        "(POST /api/inbound/<name>)",
+    )
     email: EmailConfig | None = None
     sla: SlaConfig = Field(SlaConfig(), validate_default=True)
     escalation: EscalationConfig = EscalationConfig()

@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ccwatch.api import inbound as inbound_api
 from ccwatch.api import incidents as incidents_api
 from ccwatch.api import maintenance as maintenance_api
 from ccwatch.api import tickets as tickets_api
@@ -179,6 +180,7 @@ def build_app(runtime: Runtime) -> web.Application:
     incidents_api.add_routes(app)
     tickets_api.add_routes(app)  # POST /api/incidents/<id>/ack
     maintenance_api.add_routes(app)  # /api/maintenance, POST /api/incidents/<id>/exempt
+    inbound_api.add_routes(app)  # POST /api/inbound/<source>
     return app
 
 

@@ -108,6 +108,11 @@ DESK_EVENTS: Mapping[Event, str] = {
     Event.RCA_DELIVERED: COMMENT,
     Event.RCA_DEFERRED: COMMENT,
     Event.SLA_EXEMPT: COMMENT,
+    Event.SLA_EXEMPT_LIFTED: COMMENT,
+    # These come from a desk (its pending/stalled status) or an inbound webhook: the desk
+    # that said so knows; telling it again would only add noise to the ticket.
+    Event.WAITING_ON_CUSTOMER: IGNORE,
+    Event.CUSTOMER_REPLIED: IGNORE,
 }
 """What a desk does with each event; adapters start from it (``EVENTS = DESK_EVENTS``)
 and override where their desk differs."""
