@@ -312,9 +312,7 @@ def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(
     from ccwatch.cli import cli
 
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(
-        yaml.safe_dump({"site": "blr1", "state": state_section})
-    )
+    config_path.write_text(yaml.safe_dump({"site": "blr1", "state": state_section}))
     store = open_state(load_config(config_path).state)
     try:
         link = store.run_sync(
@@ -343,3 +341,49 @@ def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(
     )
     (row,) = json.loads(as_json.output)
     assert (row["ticket_id"], row["status"], row["phase"]) == ("42", "stalled", "waiting")
+
+
+def test_the_incident_page_links_each_desks_ticket_and_its_last_seen_status(
+    tmp_path: Path, store: StateStore
+) -> None:
+    from types import SimpleNamespace
+
+    from ccwatch.pages import data
+    from ccwatch.pages.views import render
+
+    clock = Clock()
+    config = make_config(tmp_path)
+    service = service_for(store, config, clock)
+    links = TicketLinks(store)
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        await service.apply(service.observe("acd", CRITICAL, clock.now))
+        (opened,) = await service.list_incidents("active")
+        rt = await links.save(
+            "rt", opened.id, "42", "https://rt.example/Ticket/Display.html?id=42", clock.now
+        )
+        await links.save("jira", opened.id, "CC-7", "javascript:alert(1)", clock.now)
+        await links.observed(
+            rt,
+            status="stalled",
+            phase="waiting",
+            first_response_at=clock.now + 60,
+            responder="vendor",
+            polled_at=clock.now + 90,
+            next_poll_at=clock.now + 150,
+        )
+        runtime = SimpleNamespace(store=store, config=config)
+        page = await data.incident_page(runtime, opened.id, clock.now + 100)  # type: ignore[arg-type]
+        assert page is not None
+        return page, data.incident_json(page)
+
+    page, as_json = asyncio.run(run())
+    by_upstream = {t["upstream"]: t for t in as_json["desk_tickets"]}
+    assert by_upstream["rt"]["status"] == "stalled" and by_upstream["rt"]["responder"] == "vendor"
+    assert by_upstream["jira"]["url"] is None  # not an http(s) link: never rendered as one
+    page["tickets"].setdefault("rt", [])
+    page["tickets"].setdefault("jira", [])
+    html = render("incident.html", site="blr1", **page)
+    assert 'href="https://rt.example/Ticket/Display.html?id=42"' in html
+    assert "stalled" in html and "first reply by vendor" in html
+    assert "javascript:" not in html and "CC-7" in html

@@ -23,6 +23,8 @@ from ccwatch.pages.charts import Chart, loss_chart
 from ccwatch.runtime import Runtime
 from ccwatch.severity import Severity
 from ccwatch.state import Connection
+from ccwatch.tickets import links
+from ccwatch.tickets.links import TicketLink
 
 DAY = 86400.0
 PAGE_SIZE = 50
@@ -305,6 +307,7 @@ class _IncidentRows:
     outbox: list[dict[str, Any]]
     body: dict[str, Any] | None
     points: list[history.Point] = field(default_factory=list)
+    desk_tickets: list[TicketLink] = field(default_factory=list)
 
 
 async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[str, Any] | None:
@@ -319,6 +322,7 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
             repository.outbox_rows(conn, incident_id=incident_id, limit=1000),
             repository.open_event_body(conn, incident_id),
             history.series(conn, start, end, incident.component).get(incident.component, []),
+            links.for_incident(conn, incident_id),
         )
 
     rows = await runtime.store.run(load)
@@ -361,10 +365,18 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
         "timeline": rows.timeline,
         "clocks": sla_clocks(incident, now),
         "tickets": tickets,
+        "desk_tickets": {
+            t.upstream: {**t.as_json(), "url": _safe_url(t.url)} for t in rows.desk_tickets
+        },
         "diagnostics": diagnostics if isinstance(diagnostics, dict) and diagnostics else None,
         "chart": chart,
         "rca_draft": draft if isinstance(draft := incident.data.get("rca_draft"), str) else None,
     }
+
+
+def _safe_url(url: str | None) -> str | None:
+    """A desk's ticket link, only if it is http(s) (it comes from the desk's answer)."""
+    return url if url and url.lower().startswith(("https://", "http://")) else None
 
 
 def _incident_span(incident: Incident, now: float) -> tuple[float, float]:
@@ -390,6 +402,14 @@ def incident_json(page: Mapping[str, Any]) -> dict[str, Any]:
         ]
         for upstream, rows in page["tickets"].items()
     }
+    body["desk_tickets"] = [
+        {
+            **t,
+            "polled_at": rfc3339(t["polled_at"]),
+            "first_response_at": rfc3339(t["first_response_at"]),
+        }
+        for t in page["desk_tickets"].values()
+    ]
     body["diagnostics"] = page["diagnostics"]
     body["chart"] = page["chart"].to_api()
     body["rca_draft"] = page["rca_draft"]
