@@ -87,3 +87,52 @@ def test_reopen_rca_draft_and_rca_record(
     page = daemon.get(f"/incidents/{iid}").text
     assert 'class="rca-done"' in page and "https://wiki.example/rca/42" in page
     assert 'id="rca-delivered"' not in page
+
+
+def test_reminders_until_acknowledged_then_auto_close_after_silence(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """An unacknowledged critical incident is re-sent every ``repeat_interval`` until it is
+    acknowledged; when its component then falls silent it goes ``nodata`` and, after
+    ``auto_close_after``, is closed ``expired`` with an event upstream."""
+    config = ticket_config(tmp_path, mosquitto, receiver, ["acd"])
+    config["classification"] = {**config["classification"], "stale_after": "2s"}
+    config["incidents"] = {"auto_close_after": "3s"}
+    config["escalation"] = {"repeat_interval": "2s"}
+    daemon = daemon_factory(config, env={"CCWATCH_TEST_HTTP_TOKEN": TOKEN})
+    daemon.wait_http("/readyz")
+
+    def incident() -> dict[str, Any] | None:
+        found = daemon.get("/api/incidents").json()["incidents"]
+        return found[0] if found else None
+
+    def reminded_twice() -> bool:
+        publisher.send("acd", agents(25))  # the fault goes on, reported every poll
+        found = incident()
+        return bool(found) and events_of(receiver, found["id"]).count("reminder") >= 2
+
+    wait_until(reminded_twice, timeout=30, interval=0.3)
+    iid = incident()["id"]  # type: ignore[index]
+    acked = httpx.post(
+        f"{daemon.base_url}/api/incidents/{iid}/ack",
+        json={"by": "asha"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
+    assert acked.status_code == 200, acked.text
+    # Silence: nodata after stale_after, expired auto_close_after later (at least 5 s, in
+    # which two more reminders would have gone out had the ack not stopped them).
+    wait_until(lambda: "expire" in events_of(receiver, iid), timeout=30)
+    events = events_of(receiver, iid)
+    assert events[0] == "open"
+    after_ack = events[events.index("acknowledge") + 1 :]
+    assert "reminder" not in after_ack
+    assert after_ack[-2:] == ["nodata", "expire"]
+    shown = daemon.get(f"/api/incidents/{iid}").json()
+    assert shown["state"] == "expired"
+    changes = [entry["change"] for entry in shown["timeline"]]
+    assert changes.count("reminder") >= 2 and "expired" in changes
