@@ -1,12 +1,20 @@
 """The core loop's throughput, memory and latency, each beside its baseline.
 
-1. Drain: 200,000 QoS 1 messages are pre-loaded into four persistent sessions on a
-   Mosquitto of the bench's own (one publish pass, the broker queues a copy for each
-   session). Then, in the same run and alternating (bare, pipeline, bare, pipeline), a
-   bare aiomqtt loop that only receives drains one session, and ccwatch's MQTT source +
-   pipeline (parse -> window -> classify -> lifecycle -> SQLite for incident changes,
-   ack after processing) drains another. Prints each round, both rates over all rounds
-   and the ratio (target: pipeline >= 90 % of the bare loop).
+1. Drain: N QoS 1 messages (``--messages``, default 200,000) are pre-loaded into
+   persistent sessions on a Mosquitto of the bench's own (free port; one publish pass,
+   the broker queues a copy for each session). Then, in the same run and alternating
+   round by round, each of these drains a session of its own:
+   - bare paho: a paho-mqtt client in its own ``loop_forever()`` loop (the library's
+     select loop), manual acknowledgement: ``ack()`` in ``on_message`` after counting the
+     message, i.e. acknowledged after (empty) processing, one PUBACK per message;
+   - bare aiomqtt: ``async for message in client.messages`` only counting (auto-ack, as
+     aiomqtt does by default);
+   - ccwatch MQTT source with a handler that only counts (the MQTT layer's own cost);
+   - ccwatch pipeline: the MQTT source + pipeline (parse -> window -> classify ->
+     lifecycle -> SQLite for incident changes), acknowledged after processing.
+   Prints each round, each rate over all rounds, packets read per socket-readable event
+   (aiomqtt: paho ``loop_read`` calls; ccwatch: its ``PacketReader``) and the ratios
+   pipeline/bare paho (target >= 90 %) and pipeline/bare aiomqtt.
 2. Memory: 1,000,000 messages over 1,000 components fed to the pipeline in-process
    (no broker: this measures ccwatch's own state, not socket buffers). Prints the RSS
    at 500k and 1M (target < 80 MB, flat between the two) and the in-process rate.
@@ -15,7 +23,7 @@
    for a fresh component every 50 ms and times publish -> incident committed in SQLite.
    Prints p50/p99 (target p99 < 50 ms) beside the same probe with no background load.
 
-    .venv/bin/python bench/ingest.py [--messages 200000] [--memory-messages 1000000]
+    .venv/bin/python bench/ingest.py [--messages 200000] [--rounds 2] [--only drain]
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +170,52 @@ def preload(port: int, count: int, session_ids: list[str]) -> float:
     return elapsed
 
 
-async def drain_bare(port: int, count: int, session: str) -> float:
+def drain_paho(port: int, count: int, session: str) -> tuple[float, float]:
+    """Bare paho: its own loop, ack in ``on_message``; (seconds, packets per loop_read)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=session, clean_session=False)
+    client.manual_ack_set(True)
+    received = 0
+    started = finished = 0.0
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        nonlocal received, started, finished
+        if received == 0:
+            started = time.perf_counter()
+        received += 1
+        client.ack(message.mid, message.qos)  # after "processing" (counting)
+        if received == count:
+            finished = time.perf_counter()
+            client.disconnect()
+
+    client.on_message = on_message
+    client.on_connect = lambda client, *args: client.subscribe("cc/blr1/+/metrics", qos=1)
+    reads = count_loop_reads(client)
+    client.connect("127.0.0.1", port)
+    client.loop_forever()
+    return finished - started, count / max(reads(), 1)
+
+
+def count_loop_reads(client: paho.Client) -> Any:
+    """Count ``loop_read`` calls (a bench-only wrapper: one per socket-readable event)."""
+    calls = 0
+    loop_read = client.loop_read
+
+    def counted(max_packets: int = 1) -> Any:
+        nonlocal calls
+        calls += 1
+        return loop_read(max_packets)
+
+    client.loop_read = counted  # type: ignore[method-assign]
+    return lambda: calls
+
+
+async def drain_bare(port: int, count: int, session: str) -> tuple[float, float]:
+    """Bare aiomqtt; (seconds, packets per loop_read call of its socket-readable callback)."""
     received = 0
     started = 0.0
-    async with aiomqtt.Client("127.0.0.1", port, identifier=session, clean_session=False) as client:
+    client = aiomqtt.Client("127.0.0.1", port, identifier=session, clean_session=False)
+    reads = count_loop_reads(client._client)
+    async with client:
         await client.subscribe("cc/blr1/+/metrics", qos=1)
         async for _message in client.messages:
             if received == 0:
@@ -172,7 +223,33 @@ async def drain_bare(port: int, count: int, session: str) -> float:
             received += 1
             if received == count:
                 break
-    return time.perf_counter() - started
+    return time.perf_counter() - started, count / max(reads(), 1)
+
+
+async def drain_source(config: Config, count: int) -> tuple[float, float]:
+    """ccwatch's MQTT source with a handler that only counts; (seconds, packets per wake-up)."""
+    done = asyncio.Event()
+    received = 0
+    started = finished = 0.0
+
+    def handler(topic: str, body: bytes, received_at: float) -> None:
+        nonlocal received, started, finished
+        if received == 0:
+            started = time.perf_counter()
+        received += 1
+        if received == count:
+            finished = time.perf_counter()
+            done.set()
+
+    source = MqttSource(config.mqtt, config.site, handler, CollectorRegistry())
+    task = asyncio.create_task(source.run())
+    await done.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    reader = source.reader
+    per_wakeup = reader.packets / max(reader.wakeups, 1) if reader is not None else 0.0
+    return finished - started, per_wakeup
 
 
 async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, Any]]:
@@ -185,17 +262,16 @@ async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, A
     started = 0.0
     finished = 0.0
 
-    async def handler(topic: str, body: bytes, received_at: float) -> None:
+    def handler(topic: str, body: bytes, received_at: float) -> Awaitable[None] | None:
         nonlocal received, started, finished
         if received == 0:
             started = time.perf_counter()
         pending = pipeline.handle_message(topic, body, received_at)
-        if pending is not None:
-            await pending
         received += 1
         if received == count:
             finished = time.perf_counter()
             done.set()
+        return pending
 
     source = MqttSource(config.mqtt, config.site, handler, registry)
     task = asyncio.create_task(source.run())
@@ -223,49 +299,77 @@ async def drain_pipeline(config: Config, count: int) -> tuple[float, dict[str, A
     return finished - started, stats
 
 
+def with_client_id(config: Config, client_id: str) -> Config:
+    return config.model_copy(
+        update={"mqtt": config.mqtt.model_copy(update={"client_id": client_id})}
+    )
+
+
 def bench_drain(workdir: Path, count: int, rounds: int = 2) -> None:
-    """Rounds alternate bare, pipeline, bare, pipeline… on sessions pre-loaded together,
-    so a change in the machine's load during the run hits both sides alike."""
+    """Rounds run bare paho, bare aiomqtt, ccwatch source, ccwatch pipeline in turn on
+    sessions pre-loaded together, so a change in the machine's load during the run hits
+    all of them alike."""
     broker = Broker(workdir)
-    bare_times: list[float] = []
-    pipe_times: list[float] = []
+    times: dict[str, list[float]] = {"paho": [], "aiomqtt": [], "source": [], "pipeline": []}
+    per_read: dict[str, list[float]] = {"paho": [], "aiomqtt": [], "source": []}
     try:
-        configs = [
-            make_config(workdir, broker.port, list(STANDARD), open_after="0s")
-            for _ in range(rounds)
-        ]
-        configs = [
-            c.model_copy(
-                update={"mqtt": c.mqtt.model_copy(update={"client_id": f"bench-pipe-{i}"})}
-            )
-            for i, c in enumerate(configs)
-        ]
-        sessions = [f"bench-bare-{i}" for i in range(rounds)]
-        publish_seconds = preload(
-            broker.port, count, [*sessions, *(c.mqtt_client_id for c in configs)]
-        )
+        base = make_config(workdir, broker.port, list(STANDARD), open_after="0s")
+        pipes = [
+            with_client_id(make_config(workdir, broker.port, list(STANDARD), open_after="0s"),
+                           f"bench-pipe-{i}")
+            for i in range(rounds)
+        ]  # fmt: skip
+        sources = [with_client_id(base, f"bench-source-{i}") for i in range(rounds)]
+        pahos = [f"bench-paho-{i}" for i in range(rounds)]
+        bares = [f"bench-bare-{i}" for i in range(rounds)]
+        sessions = [
+            *pahos, *bares, *(c.mqtt_client_id for c in sources), *(c.mqtt_client_id for c in pipes)
+        ]  # fmt: skip
+        publish_seconds = preload(broker.port, count, sessions)
         print(
-            f"pre-loaded {count:,} QoS 1 messages into {2 * rounds} sessions in "
-            f"{publish_seconds:.1f} s; {rounds} alternating rounds"
+            f"pre-loaded {count:,} QoS 1 messages into {len(sessions)} sessions in "
+            f"{publish_seconds:.1f} s; {rounds} rounds of paho, aiomqtt, source, pipeline"
         )
-        for round_number in range(rounds):
-            bare = asyncio.run(drain_bare(broker.port, count, sessions[round_number]))
-            pipe, stats = asyncio.run(drain_pipeline(configs[round_number], count))
-            bare_times.append(bare)
-            pipe_times.append(pipe)
+        for number in range(rounds):
+            paho_s, paho_read = drain_paho(broker.port, count, pahos[number])
+            bare_s, bare_read = asyncio.run(drain_bare(broker.port, count, bares[number]))
+            source_s, source_read = asyncio.run(drain_source(sources[number], count))
+            pipe_s, stats = asyncio.run(drain_pipeline(pipes[number], count))
+            for key, value in (("paho", paho_s), ("aiomqtt", bare_s), ("source", source_s),
+                               ("pipeline", pipe_s)):  # fmt: skip
+                times[key].append(value)
+            for key, value in (("paho", paho_read), ("aiomqtt", bare_read),
+                               ("source", source_read)):  # fmt: skip
+                per_read[key].append(value)
             print(
-                f"  round {round_number + 1}: bare {count / bare:>7,.0f} msg/s, pipeline "
-                f"{count / pipe:>7,.0f} msg/s ({stats['incidents']} incident(s), "
-                f"{stats['rejected']:.0f} rejected, {stats['dropped']:.0f} dropped), "
-                f"ratio {bare / pipe * 100:.1f} %"
+                f"  round {number + 1}: paho {count / paho_s:>7,.0f}, aiomqtt "
+                f"{count / bare_s:>7,.0f}, source {count / source_s:>7,.0f}, pipeline "
+                f"{count / pipe_s:>7,.0f} msg/s ({stats['incidents']} incident(s), "
+                f"{stats['rejected']:.0f} rejected, {stats['dropped']:.0f} dropped); "
+                f"pipeline/paho {paho_s / pipe_s * 100:.1f} %"
             )
     finally:
         broker.stop()
-    bare_rate = count * rounds / sum(bare_times)
-    pipe_rate = count * rounds / sum(pipe_times)
-    print(f"  bare aiomqtt receive loop : {bare_rate:>9,.0f} msg/s  (all rounds)")
-    print(f"  ccwatch pipeline          : {pipe_rate:>9,.0f} msg/s  (all rounds)")
-    print(f"  ratio pipeline/bare       : {pipe_rate / bare_rate * 100:.1f} %   (target >= 90 %)")
+    rate = {key: count * rounds / sum(values) for key, values in times.items()}
+    reads = {key: sum(values) / len(values) for key, values in per_read.items()}
+    print(
+        f"  bare paho loop (manual ack)     : {rate['paho']:>9,.0f} msg/s  "
+        f"({reads['paho']:.1f} packets per loop_read)"
+    )
+    print(
+        f"  bare aiomqtt loop               : {rate['aiomqtt']:>9,.0f} msg/s  "
+        f"({reads['aiomqtt']:.1f} packets per readable event)"
+    )
+    print(
+        f"  ccwatch MQTT source, no pipeline: {rate['source']:>9,.0f} msg/s  "
+        f"({reads['source']:.1f} packets per readable event)"
+    )
+    print(f"  ccwatch pipeline (ack after)    : {rate['pipeline']:>9,.0f} msg/s  (all rounds)")
+    print(
+        f"  ratio pipeline/bare paho        : {rate['pipeline'] / rate['paho'] * 100:.1f} %  "
+        "(target >= 90 %)"
+    )
+    print(f"  ratio pipeline/bare aiomqtt     : {rate['pipeline'] / rate['aiomqtt'] * 100:.1f} %")
 
 
 # --- 2. memory ----------------------------------------------------------------------------

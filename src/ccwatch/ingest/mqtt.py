@@ -10,23 +10,31 @@ Flow control, decided and measured (bench/ingest.py):
 
 - Messages are acknowledged *after* the pipeline has taken them (paho's manual ack),
   so a QoS 1 message ccwatch did not process (a crash, a kill -9) is redelivered by the
-  broker from the persistent session instead of being lost.
-- There is one bounded queue: aiomqtt's incoming queue (``mqtt.queue_size``). A second
-  hand-off queue with an awaited ``put`` would not give backpressure: paho reads the
-  socket in aiomqtt's reader callback and enqueues without any await point, so the read
-  cannot be held back from there. Nor can the broker's in-flight limit be relied on:
-  the Mosquitto 2.0.11 measured here sent over 13,000 unacknowledged messages at once
-  when a session with a backlog reconnected, whatever ``max_inflight_messages`` said.
-  What keeps the queue short is the consumer: each time it wakes it takes every message
-  already queued (aiomqtt's iterator costs a task and two loop turns per message while
-  the socket delivers one per turn, so one-at-a-time consumption falls behind). A
-  200,000-message backlog then drains with the queue near empty and nothing dropped.
-- If the bound is hit anyway, the message is dropped: the queue is ccwatch's own
-  ``DropCountingQueue`` (aiomqtt's public ``queue_type=``), which counts it as
+  broker from the persistent session instead of being lost. The acknowledgements of a
+  batch go out together (``ccwatch.mqtt.AckBatch``): once the messages the consumer
+  found queued are processed, and before the pipeline waits on I/O.
+- Reading: ``ccwatch.mqtt.PacketReader`` replaces aiomqtt's socket reader, which handed
+  paho one packet per readable event (paho's ``loop_read`` ignores ``max_packets``) at
+  three or four ``recv`` calls each; it reads up to 64 KiB per event and puts every
+  message in it on the queue (bench/ingest.py: about 250 per event instead of 1).
+- There is one bounded queue: aiomqtt's incoming queue (``mqtt.queue_size``), ccwatch's
+  ``DropCountingQueue`` (aiomqtt's public ``queue_type=``). The broker's in-flight limit
+  cannot be relied on to bound it: the Mosquitto 2.0.11 measured here sent over 13,000
+  unacknowledged messages at once when a session with a backlog reconnected, whatever
+  ``max_inflight_messages`` said. Each time the consumer wakes it takes every message
+  already queued (aiomqtt's iterator costs a task and two loop turns per wake-up).
+- Once subscribed, a full queue holds the reader (``PacketReader.hold_when_full``): it
+  stops reading the socket, so TCP flow control leaves the backlog with the broker, and
+  goes on when the consumer has emptied half the queue. Nothing is dropped then, however
+  long the pipeline waits on the store.
+- Before the subscription is confirmed the consumer does not run (it waits for the
+  SUBACK, which the broker may send behind a backlog larger than the queue), so holding
+  could wait for ever: a message that finds the queue full then is dropped and counted as
   ``ccwatch_ingest_dropped_total{reason="queue_full"}``; because the dropped message was
   never acknowledged the source reconnects at once, which makes the broker redeliver it.
 
-Client set-up, TLS, topics and the manual-ack switch live in ``ccwatch.mqtt``.
+Client set-up, TLS, topics, the reader and the batched acknowledgement live in
+``ccwatch.mqtt``.
 """
 
 from __future__ import annotations
@@ -42,11 +50,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ccwatch.metrics import shared_metrics
 from ccwatch.mqtt import (
-    Acknowledge,
+    AckBatch,
     DropCountingQueue,
+    PacketReader,
     default_client_id,
     drop_counting_queue,
-    enable_manual_ack,
+    install_packet_reader,
     new_client,
     payload_bytes,
     subscribe,
@@ -135,8 +144,9 @@ class MqttSource:
         self._queue: DropCountingQueue | None = None
         self._drops_in_session = 0
         self.connections = 0  # successful connects, for tests and the status page
+        self.reader: PacketReader | None = None  # the current session's, for tests and benches
 
-    def _client(self) -> tuple[aiomqtt.Client, Acknowledge, DropCountingQueue]:
+    def _client(self) -> tuple[aiomqtt.Client, AckBatch, DropCountingQueue, PacketReader]:
         self._queue = None
         client = new_client(
             self.mqtt,
@@ -147,8 +157,10 @@ class MqttSource:
         )
         if self._queue is None:  # an aiomqtt that ignores queue_type= (pinned: 2.5.x)
             raise RuntimeError("aiomqtt did not build its incoming queue from queue_type")
-        # Acknowledge after processing (see the module docstring).
-        return client, enable_manual_ack(client), self._queue
+        # Every packet read per wake-up; acknowledged after processing, in batches (see
+        # the module docstring).
+        self.reader = install_packet_reader(client, self._queue)
+        return client, AckBatch(client), self._queue, self.reader
 
     async def run(self) -> None:
         mqtt = self.mqtt
@@ -191,13 +203,16 @@ class MqttSource:
 
     async def _session(self, where: str) -> None:
         qos = self.mqtt.qos
-        client, ack, queue = self._client()
+        client, ack, queue, reader = self._client()
         # Counted from before the connect: the broker redelivers the session's backlog
         # as soon as it accepts us, before the subscriptions are confirmed, and a drop
         # then must reconnect too.
         self._drops_in_session = 0
         async with client:
             topics = await subscribe(client, self.mqtt, self.site, qos)
+            # From now on the consumer runs: a full queue holds the reader (the backlog
+            # stays with the broker) instead of dropping (see the module docstring).
+            reader.hold_when_full()
             self.connections += 1
             self.metrics.connected.set(1)
             if self.readiness is not None:
@@ -211,26 +226,28 @@ class MqttSource:
             )
             messages = client.messages
             # The bounded incoming queue (mqtt.queue_size). Waiting on it costs a task
-            # and two loop turns per message, while the socket delivers one message per
-            # turn; so once woken we take every message already queued. Without that the
-            # queue grows under a burst (a backlog after a restart) until it overflows;
-            # with it the queue stays near empty (bench/ingest.py).
+            # and two loop turns, while the reader puts up to ~250 messages per turn;
+            # so once woken we take every message already queued, then send their
+            # acknowledgements together. Without that the queue grows under a burst (a
+            # backlog after a restart) until it overflows (bench/ingest.py).
             depth = self.metrics.queue_depth
             async for first in messages:
                 depth.set(len(messages))
                 await self._process(ack, first)
                 while not queue.empty():
                     await self._process(ack, queue.get_nowait())
+                ack.flush()
                 if self._drops_in_session:
                     raise _Redeliver(self._drops_in_session)
 
-    async def _process(self, ack: Acknowledge, message: aiomqtt.Message) -> None:
+    async def _process(self, ack: AckBatch, message: aiomqtt.Message) -> None:
         payload = message.payload
         try:
             if type(payload) is not bytes:
                 payload = payload_bytes(message)
             pending = self.handler(message.topic.value, payload, self.clock())
             if pending is not None:
+                ack.flush()  # what is processed is acknowledged before waiting on I/O
                 await pending
         except Exception:
             # A bug must not stop ingestion or make the broker redeliver the same message
