@@ -165,12 +165,17 @@ def test_no_piece_of_a_password_survives_the_value_path(
     if line == "log key=value":  # unquoted: a value ends at whitespace
         password = "".join("_" if ch.isspace() else ch for ch in password)
     assume(len(password) >= 4)
-    _assume_not_in_skeleton(password, lambda p: json.dumps([key, p, build(key, p, filler)]), 4)
-    body: dict[str, Any] = {
-        "summary": filler,
-        "diagnostics": {"env": {key: password}, "log_excerpt": [build(key, password, filler)]},
-        "config": [{"host": "db01", key: password}],
-    }
+
+    def body_of(p: str) -> dict[str, Any]:
+        return {
+            "summary": filler,
+            "diagnostics": {"env": {key: p}, "log_excerpt": [build(key, p, filler)]},
+            "config": [{"host": "db01", key: p}],
+        }
+
+    # The whole body's skeleton, its fixed keys included ("conf" is in "config").
+    _assume_not_in_skeleton(password, lambda p: json.dumps(body_of(p), ensure_ascii=False), 4)
+    body = body_of(password)
     redactor = Redactor([password] if taught else [])
     shown = json.dumps(redactor.value(body), ensure_ascii=False)
     assert not _password_left(password, shown), shown
