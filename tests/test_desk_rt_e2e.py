@@ -34,8 +34,6 @@ from tests.test_e2e_core import Publisher, agents
 from tests.test_rt_server import search
 from tests.test_tickets_faults import HOLDS, TOKEN, publisher  # noqa: F401
 
-pytestmark = pytest.mark.slow
-
 TOKEN_ENV = "CCWATCH_TEST_RT_TOKEN"
 
 
@@ -54,6 +52,12 @@ def waiting_missing() -> str | None:
     if not hasattr(IncidentService, "waiting_on_customer"):
         return "needs IncidentService.waiting_on_customer"
     return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(wiring_missing() is not None, reason=str(wiring_missing())),
+]
 
 
 class RTProxy:
@@ -140,8 +144,6 @@ def test_rt_ticket_once_across_a_crash_vendor_reply_stalled_and_resolve(
     rt_proxy: RTProxy,
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
-    if reason := wiring_missing():
-        pytest.skip(reason)
     rt = rt_server
     state_db = tmp_path / "state.db"
     config = base_config(
@@ -238,12 +240,14 @@ def test_rt_ticket_once_across_a_crash_vendor_reply_stalled_and_resolve(
     # 3. Stalled in RT: the incident waits on the customer.
     answer = rt.rest("PUT", f"ticket/{ticket_id}", user=rt.vendor_user, json={"Status": "stalled"})
     assert answer.status_code == 200 and "stalled" in answer.text, answer.text
-    if waiting_missing() is None:
+    if (reason := waiting_missing()) is None:
         wait_until(
             lambda: (s := shown())["state"] == "waiting_on_customer" or s.get("waiting_since"),
             timeout=15,
         )
         mark("waiting on customer")
+    else:
+        print(f"\nRT e2e: waiting on the customer not checked: {reason}")
 
     # 4. Clean samples resolve it; RT's ticket is resolved with ccwatch's summary.
     publisher.send("acd", agents(0))
