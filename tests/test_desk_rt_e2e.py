@@ -270,9 +270,12 @@ def test_rt_ticket_once_across_a_crash_vendor_reply_stalled_and_resolve(
         for t in items
         if t["Type"] == "Comment" and t["Creator"]["id"] == rt.ccwatch_user
     ]
-    # ccwatch's comments: the resolve only (RT's own acknowledgement is not echoed back).
-    [resolved] = comments
+    # The last of ccwatch's comments is the resolve, with the summary and the reference.
+    # (The base echoes the desk's own acknowledgement back as a comment too: DESK_EVENTS.)
+    resolved = comments[-1]
     assert resolved.startswith("ccwatch: resolved") and key in resolved, comments
+    assert "acd at blr1: 25 of 100 agents cannot take calls" in resolved, resolved
     assert [i["id"] for i in search(rt, key)["items"]] == [ticket_id]
     print("\nRT e2e timings: " + ", ".join(f"{p} {t:.1f} s" for p, t in timings.items()))
     print(f"RT ticket {ticket_id}: {[(t['Type'], t['Creator']['id']) for t in items]}")
+    print("ccwatch's comments:", [c.splitlines()[0] for c in comments])
