@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
 from ccwatch.config import Config, validate_data
-from ccwatch.errors import PermanentUpstreamError
+from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
 from ccwatch.incidents.events import event_body
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.state import StateStore
@@ -290,6 +290,52 @@ def test_bad_token_is_permanent_and_never_shown_and_a_foreign_queue_is_refused(
 
     asyncio.run(scenario())
     assert tickets_of(rt, incident.dedup) == []
+
+
+def test_a_throttling_proxy_in_front_of_rt_pauses_the_desk(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RT itself never answers 429; a reverse proxy in front of it may (nginx
+    ``limit_req``), and a restarting one answers 503: both are retried."""
+    from aiohttp import web
+
+    token = "1-2-" + "a" * 32
+    monkeypatch.setenv(TOKEN_ENV, token)
+    answers = [(429, "30"), (503, None)]
+
+    async def throttled(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"token {token}"
+        status, retry_after = answers.pop(0)
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return web.json_response({"message": "busy"}, status=status, headers=headers)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", throttled)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        config = RTUpstream.model_validate(
+            {"type": "rt", "url": f"http://127.0.0.1:{port}", "queue": "ccwatch",
+             "token_env": TOKEN_ENV}
+        )  # fmt: skip
+        throttled_desk = RTAdapter(config, AdapterContext("blr1", links=TicketLinks(store)))
+        restarting_desk = RTAdapter(config, AdapterContext("blr1", links=TicketLinks(store)))
+        try:
+            with pytest.raises(TemporaryUpstreamError) as caught:
+                await throttled_desk.deliver(Incident().event("open", 1))
+            assert caught.value.retry_after == 30 and token not in str(caught.value)
+            assert throttled_desk.limiter.wait_needed() > 25  # polls and deliveries wait
+            with pytest.raises(TemporaryUpstreamError, match="HTTP 503"):
+                await restarting_desk.poll(TicketRef("7"))
+        finally:
+            await throttled_desk.aclose()
+            await restarting_desk.aclose()
+            await runner.cleanup()
+
+    asyncio.run(scenario())
 
 
 def test_a_dedup_field_rt_drops_is_reported_on_the_first_create(
