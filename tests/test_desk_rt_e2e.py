@@ -37,27 +37,7 @@ from tests.test_tickets_faults import HOLDS, TOKEN, publisher  # noqa: F401
 TOKEN_ENV = "CCWATCH_TEST_RT_TOKEN"
 
 
-def wiring_missing() -> str | None:
-    """Why the daemon cannot run a desk yet (the reconciler wiring is landing on main)."""
-    from ccwatch import app
-
-    if not hasattr(app, "Reconciler"):
-        return "needs the reconciler wiring (app.py: Reconciler and TicketLinks for desks)"
-    return None
-
-
-def waiting_missing() -> str | None:
-    from ccwatch.incidents.service import IncidentService
-
-    if not hasattr(IncidentService, "waiting_on_customer"):
-        return "needs IncidentService.waiting_on_customer"
-    return None
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(wiring_missing() is not None, reason=str(wiring_missing())),
-]
+pytestmark = pytest.mark.slow
 
 
 class RTProxy:
@@ -240,14 +220,8 @@ def test_rt_ticket_once_across_a_crash_vendor_reply_stalled_and_resolve(
     # 3. Stalled in RT: the incident waits on the customer.
     answer = rt.rest("PUT", f"ticket/{ticket_id}", user=rt.vendor_user, json={"Status": "stalled"})
     assert answer.status_code == 200 and "stalled" in answer.text, answer.text
-    if (reason := waiting_missing()) is None:
-        wait_until(
-            lambda: (s := shown())["state"] == "waiting_on_customer" or s.get("waiting_since"),
-            timeout=15,
-        )
-        mark("waiting on customer")
-    else:
-        print(f"\nRT e2e: waiting on the customer not checked: {reason}")
+    wait_until(lambda: shown()["state"] == "waiting_on_customer", timeout=15)
+    mark("waiting on customer")
 
     # 4. Clean samples resolve it; RT's ticket is resolved with ccwatch's summary.
     publisher.send("acd", agents(0))
