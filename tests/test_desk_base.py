@@ -387,3 +387,20 @@ def test_the_incident_page_links_each_desks_ticket_and_its_last_seen_status(
     assert 'href="https://rt.example/Ticket/Display.html?id=42"' in html
     assert "stalled" in html and "first reply by vendor" in html
     assert "javascript:" not in html and "CC-7" in html
+
+
+def test_an_acknowledgement_made_by_the_desk_is_not_echoed_back(store: StateStore) -> None:
+    desk = desk_for(store)
+
+    def ack(by: str, seq: int) -> TicketEvent:
+        body = {**event_body(incident(seq), Event.ACKNOWLEDGE), "acknowledged_by": by}
+        return TicketEvent("desk", "inc1", seq, "acknowledge", f"{body['dedup_key']}:{seq}", body)
+
+    async def run() -> None:
+        await desk.deliver(event(Event.OPEN, 1))
+        await desk.deliver(ack("desk:vendor-l1", 2))  # the desk said so: it knows
+        await desk.deliver(ack("asha", 3))  # an operator in ccwatch: worth a line
+
+    asyncio.run(run())
+    (comment,) = desk.tickets["1"].comments
+    assert "acknowledge" in comment

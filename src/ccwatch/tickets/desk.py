@@ -450,10 +450,16 @@ class DeskAdapter(Adapter):
         )
         return link, created
 
+    def _came_from_here(self, event: TicketEvent) -> bool:
+        """An acknowledgement this desk made (``<upstream>:<who>``): the ticket shows it
+        already, so it is not echoed back as a comment."""
+        by = str(event.body.get("acknowledged_by") or "")
+        return event.kind is Event.ACKNOWLEDGE and by.startswith(f"{self.name}:")
+
     async def deliver(self, event: TicketEvent) -> None:
         kind = event.kind
         action = self.EVENTS.get(kind, IGNORE) if kind is not None else IGNORE
-        if action == IGNORE:
+        if action == IGNORE or self._came_from_here(event):
             return
         if action == RESOLVE and await self.links.get(self.name, event.incident_id) is None:
             return  # never ticketed here (e.g. resolved inside a maintenance window)
