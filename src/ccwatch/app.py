@@ -122,6 +122,7 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
             runtime.registry,
             upstreams={u.upstream_name for u in config.tickets if u.enabled},
             email_relay=config.email is not None,
+            desks=list(desks),
             clock=runtime.clock,
         )
         services["sla"] = watcher.run()

@@ -359,6 +359,8 @@ def comment_text(event: TicketEvent) -> str:
     what = event.event.replace("_", " ")
     if isinstance(body.get("escalation"), dict):
         what = f"escalated to {body['escalation'].get('name')}"
+    elif body.get("rca_draft") and event.kind is Event.UPDATE:
+        what = "RCA draft written (edit it before delivering the RCA)"
     lines = [
         f"ccwatch: {what} (event #{event.seq})",
         f"Severity: {event.severity} ({body.get('priority')}), state {body.get('state')}",

@@ -251,6 +251,7 @@ class SlaWatcher:
         *,
         upstreams: Collection[str] = (),
         email_relay: bool = False,
+        desks: Collection[str] = (),
         clock: Callable[[], float] = time.time,
         interval: float = SLA_INTERVAL_SECONDS,
     ) -> None:
@@ -268,6 +269,8 @@ class SlaWatcher:
         self._published: set[tuple[str, str, str]] = set()
         self._upstreams = set(upstreams)
         self._email_relay = email_relay
+        # The service desks get the RCA draft as a comment on their ticket.
+        self._desks = sorted(desks)
         self._wakeup: asyncio.Event | None = None
         self._dirty: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -381,6 +384,9 @@ class SlaWatcher:
                     "rca_draft",
                     detail=f"RCA draft written: ccwatch incidents rca-draft {incident.id[:8]}",
                     data={RCA_DRAFT_KEY: found[1]},
+                    event=Event.UPDATE if self._desks else None,
+                    targets=self._desks if self._desks else None,
+                    extras={"rca_draft": found[1]} if self._desks else None,
                     now=now,
                 )
 
