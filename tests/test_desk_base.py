@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from ccwatch.compose import open_state
@@ -198,7 +200,7 @@ def test_a_resolve_never_creates_a_ticket_and_a_reopen_reopens(store: StateStore
     assert desk.reopened == ["1"] and desk.tickets["1"].status == "open"
 
 
-def test_the_rate_limiter_spreads_requests_and_a_429_pauses_it() -> None:
+def test_the_rate_limiter_keeps_any_minute_within_the_limit_and_a_429_pauses_it() -> None:
     now = [0.0]
     slept: list[float] = []
 
@@ -215,8 +217,9 @@ def test_the_rate_limiter_spreads_requests_and_a_429_pauses_it() -> None:
         await limiter.acquire()
 
     asyncio.run(run())
-    # Three at once, the fourth after 20 s (3 a minute), then the 30 s pause.
-    assert slept == [pytest.approx(20.0), pytest.approx(30.0)]
+    # Three at once, the fourth when the first leaves the 60 s window, then the 30 s pause:
+    # never more than 3 in any minute.
+    assert slept == [pytest.approx(60.0), pytest.approx(30.0)]
 
 
 def test_what_acknowledges_follows_the_desks_config() -> None:
@@ -404,3 +407,29 @@ def test_an_acknowledgement_made_by_the_desk_is_not_echoed_back(store: StateStor
     asyncio.run(run())
     (comment,) = desk.tickets["1"].comments
     assert "acknowledge" in comment
+
+
+@given(
+    per_minute=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=30), min_size=1, max_size=80),
+)
+def test_no_minute_ever_holds_more_requests_than_the_limit(
+    per_minute: int, gaps: list[float]
+) -> None:
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(per_minute, clock=lambda: now[0], sleep=sleep)
+    sent: list[float] = []
+
+    async def run() -> None:
+        for gap in gaps:
+            now[0] += gap
+            await limiter.acquire()
+            sent.append(now[0])
+
+    asyncio.run(run())
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < start + 60.0) <= per_minute

@@ -18,7 +18,7 @@ what the desk says (``DeskView``) onto the incident through the incident service
 
 Each desk has one ``DeskHttp``: JSON requests over one aiohttp session with the shared
 error mapping (``check_status``: 408/429/5xx temporary with ``Retry-After``, others
-permanent) and a token-bucket ``RateLimiter`` shared by delivery and polling (ClickUp
+permanent) and a sliding-window ``RateLimiter`` shared by delivery and polling (ClickUp
 allows 100 requests a minute per token; every desk answers 429 with ``Retry-After``).
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import json
 import re
 import ssl
@@ -164,10 +165,12 @@ class DeskUpstream(UpstreamBase):
 
 
 class RateLimiter:
-    """A token bucket: ``per_minute`` requests a minute, at most ``per_minute`` at once.
-
-    ``pause(seconds)`` empties it for that long (a 429's ``Retry-After``).
+    """At most ``per_minute`` requests in any 60 s (a sliding window: what the desks
+    count, e.g. ClickUp's 100 a minute per token; a token bucket's burst would overrun
+    it). ``pause(seconds)`` stops every request for that long (a 429's ``Retry-After``).
     """
+
+    WINDOW = 60.0
 
     def __init__(
         self,
@@ -178,18 +181,10 @@ class RateLimiter:
         self.per_minute = per_minute
         self.clock = clock
         self.sleep = sleep
-        self._tokens = float(per_minute or 0)
-        self._stamp = clock()
+        self._sent: collections.deque[float] = collections.deque()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
         self.waited = 0.0  # seconds spent waiting, for the bench
-
-    def _refill(self, now: float) -> None:
-        if self.per_minute is None:
-            return
-        rate = self.per_minute / 60.0
-        self._tokens = min(float(self.per_minute), self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
 
     def wait_needed(self) -> float:
         """Seconds until a request may go (0 when one may go now)."""
@@ -197,9 +192,12 @@ class RateLimiter:
         pause = max(0.0, self._paused_until - now)
         if self.per_minute is None:
             return pause
-        self._refill(now)
-        short = 0.0 if self._tokens >= 1 else (1 - self._tokens) * 60.0 / self.per_minute
-        return max(pause, short)
+        while self._sent and self._sent[0] <= now - self.WINDOW:
+            self._sent.popleft()
+        full = 0.0
+        if len(self._sent) >= self.per_minute:
+            full = self._sent[0] + self.WINDOW - now
+        return max(pause, full)
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -207,7 +205,7 @@ class RateLimiter:
                 self.waited += wait
                 await self.sleep(wait)
             if self.per_minute is not None:
-                self._tokens -= 1
+                self._sent.append(self.clock())
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self.clock() + max(0.0, seconds))
