@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import collections
 import json
 import re
@@ -33,7 +34,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -192,7 +193,8 @@ class RateLimiter:
         pause = max(0.0, self._paused_until - now)
         if self.per_minute is None:
             return pause
-        while self._sent and self._sent[0] <= now - self.WINDOW:
+        # The same sum as below, so that rounding never keeps a request that has left.
+        while self._sent and self._sent[0] + self.WINDOW <= now:
             self._sent.popleft()
         full = 0.0
         if len(self._sent) >= self.per_minute:
@@ -315,6 +317,19 @@ class DeskHttp:
             self._session = None
 
 
+def basic_auth(user: str, secret: str) -> str:
+    """An ``Authorization`` value for HTTP basic auth (RFC 7617)."""
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def iso_epoch(value: Any) -> float | None:
+    """An ISO 8601 time from a desk's answer as epoch seconds (None if it is not one)."""
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
 def title(event: TicketEvent) -> str:
     """A ticket's subject: ``[ccwatch P1 CRITICAL] blr1/acd: 23 of 100 agents …``."""
     body = event.body
@@ -403,6 +418,18 @@ class DeskAdapter(Adapter):
         self.context = context
         self.links: TicketLinks = context.links
         self.limiter = RateLimiter(config.requests_per_minute)
+
+    def desk_http(self, headers: Mapping[str, str] | None = None) -> DeskHttp:
+        """The desk's HTTP client: its timeout, TLS settings and rate limiter."""
+        return DeskHttp(
+            self.name,
+            self.config.timeout.total_seconds(),
+            self.context,
+            verify_tls=self.config.verify_tls,
+            ca_file=self.config.ca_file,
+            headers=headers,
+            limiter=self.limiter,
+        )
 
     # --- what each desk implements -------------------------------------------------
 

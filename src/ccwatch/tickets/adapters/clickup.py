@@ -43,7 +43,6 @@ from ccwatch.tickets.desk import (
     DESK_EVENTS,
     Answer,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
@@ -121,15 +120,7 @@ class ClickUpAdapter(DeskAdapter):
         self.api = str(config.url).rstrip("/") + "/api/v2"
         token = read_secret(config.token_env, config.token_file) or ""
         authorization = token if token.startswith("pk_") else f"Bearer {token}"
-        self.http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            headers={"Authorization": authorization},
-            limiter=self.limiter,
-        )
+        self.http = self.desk_http({"Authorization": authorization})
         self._me: int | None = None
         self._first: dict[str, tuple[float, str]] = {}
 

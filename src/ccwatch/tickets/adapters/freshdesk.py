@@ -32,10 +32,8 @@ per minute by plan (``X-Ratelimit-Remaining``); a 429's ``Retry-After`` pauses t
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, model_validator
@@ -46,13 +44,14 @@ from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent, UpstreamT
 from ccwatch.tickets.desk import (
     DESK_EVENTS,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
     TicketRef,
+    basic_auth,
     comment_text,
     description,
+    iso_epoch,
     resolve_text,
     title,
 )
@@ -111,13 +110,6 @@ class FreshdeskUpstream(DeskUpstream):
         return self
 
 
-def _epoch(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 class FreshdeskAdapter(DeskAdapter):
     EVENTS = DESK_EVENTS
 
@@ -126,16 +118,7 @@ class FreshdeskAdapter(DeskAdapter):
         self.config: FreshdeskUpstream = config
         self.base = str(config.url).rstrip("/")
         key = read_secret(config.api_key_env, config.api_key_file) or ""
-        basic = base64.b64encode(f"{key}:X".encode()).decode()
-        self.http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            headers={"Authorization": f"Basic {basic}"},
-            limiter=self.limiter,
-        )
+        self.http = self.desk_http({"Authorization": basic_auth(key, "X")})
         self._me: int | None = None
         self._agents: dict[int, str] = {}
         self._first: dict[str, tuple[float, str]] = {}
@@ -270,7 +253,7 @@ class FreshdeskAdapter(DeskAdapter):
                 text = str(item.get("body_text") or item.get("body") or "")
                 if author is None or int(author) == me or self.config.is_auto_reply(text):
                     continue
-                at = _epoch(item.get("created_at"))
+                at = iso_epoch(item.get("created_at"))
                 if at is None:
                     continue
                 found = (at, await self.agent_name(int(author)))

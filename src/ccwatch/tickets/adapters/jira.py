@@ -38,7 +38,6 @@ which pauses this desk (``DeskHttp``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import re
@@ -53,11 +52,11 @@ from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent, UpstreamT
 from ccwatch.tickets.desk import (
     DESK_EVENTS,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
     TicketRef,
+    basic_auth,
     comment_text,
     description,
     resolve_text,
@@ -187,17 +186,8 @@ class JiraAdapter(DeskAdapter):
         super().__init__(config, context)
         self.config: JiraUpstream = config
         token = read_secret(config.api_token_env, config.api_token_file) or ""
-        credentials = base64.b64encode(f"{config.email}:{token}".encode()).decode()
         self._base = str(config.url).rstrip("/")
-        self._http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            headers={"Authorization": f"Basic {credentials}"},
-            limiter=self.limiter,
-        )
+        self._http = self.desk_http({"Authorization": basic_auth(config.email, token)})
         self._account_id: str | None = None
         self._first: dict[str, tuple[float, str]] = {}  # issue key → first response
 

@@ -45,7 +45,6 @@ are permanent, 429 / 5xx temporary (``check_status``). RT documents no rate limi
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, model_validator
@@ -57,13 +56,13 @@ from ccwatch.tickets.desk import (
     DESK_EVENTS,
     AcknowledgeOn,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
     TicketRef,
     comment_text,
     description,
+    iso_epoch,
     resolve_text,
     title,
 )
@@ -133,13 +132,6 @@ def _name(value: Any) -> str | None:
     return None if name is None else str(name)
 
 
-def _epoch(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 def quote(value: str) -> str:
     """A TicketSQL/TransactionSQL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -154,15 +146,7 @@ class RTAdapter(DeskAdapter):
         self.base = str(config.url).rstrip("/")
         self.rest2 = f"{self.base}/REST/2.0"
         token = read_secret(config.token_env, config.token_file) or ""
-        self.http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            headers={"Authorization": f"token {token}"},
-            limiter=self.limiter,
-        )
+        self.http = self.desk_http({"Authorization": f"token {token}"})
         self._field_checked = False
         self._first: dict[str, tuple[float, str]] = {}  # ticket -> first response, once seen
         self._checked: dict[str, int] = {}  # ticket -> last Correspond looked at
@@ -296,7 +280,7 @@ class RTAdapter(DeskAdapter):
             items = [_dict(item) for item in _dict(answer.body).get("items") or []]
             for item in items:
                 creator = _name(item.get("Creator"))
-                at = _epoch(item.get("Created"))
+                at = iso_epoch(item.get("Created"))
                 if (
                     creator is not None
                     and creator not in own

@@ -39,7 +39,6 @@ their author by user name). The account needs the ``itil`` role and read access 
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -51,11 +50,11 @@ from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent, UpstreamT
 from ccwatch.tickets.desk import (
     DESK_EVENTS,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
     TicketRef,
+    basic_auth,
     comment_text,
     description,
     resolve_text,
@@ -145,14 +144,7 @@ class ServiceNowAdapter(DeskAdapter):
         super().__init__(config, context)
         self.config: ServiceNowUpstream = config
         self._base = str(config.url).rstrip("/")
-        self._http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            limiter=self.limiter,
-        )
+        self._http = self.desk_http()
         self._first: dict[str, tuple[float, str]] = {}  # sys_id → first response
 
     def _auth(self) -> dict[str, str]:
@@ -161,8 +153,7 @@ class ServiceNowAdapter(DeskAdapter):
             token = read_secret(config.token_env, config.token_file) or ""
             return {"Authorization": f"Bearer {token}"}
         password = read_secret(config.password_env, config.password_file) or ""
-        basic = base64.b64encode(f"{config.username}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {basic}"}
+        return {"Authorization": basic_auth(config.username, password)}
 
     async def _call(self, method: str, path: str, params: dict[str, str], body: Any = None) -> Any:
         answer = await self._http.request(

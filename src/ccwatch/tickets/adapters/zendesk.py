@@ -27,8 +27,6 @@ and plan (200 to 700 requests a minute); a 429's ``Retry-After`` pauses the desk
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, model_validator
@@ -39,13 +37,14 @@ from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent, UpstreamT
 from ccwatch.tickets.desk import (
     DESK_EVENTS,
     DeskAdapter,
-    DeskHttp,
     DeskUpstream,
     DeskView,
     Phase,
     TicketRef,
+    basic_auth,
     comment_text,
     description,
+    iso_epoch,
     resolve_text,
     title,
 )
@@ -100,13 +99,6 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _epoch(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
 class ZendeskAdapter(DeskAdapter):
     EVENTS = DESK_EVENTS
 
@@ -117,20 +109,11 @@ class ZendeskAdapter(DeskAdapter):
         headers: dict[str, str] = {}
         token = read_secret(config.api_token_env, config.api_token_file)
         if token:
-            pair = f"{config.email}/token:{token}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            headers["Authorization"] = basic_auth(f"{config.email}/token", token)
         else:
             oauth = read_secret(config.oauth_token_env, config.oauth_token_file) or ""
             headers["Authorization"] = f"Bearer {oauth}"
-        self.http = DeskHttp(
-            self.name,
-            config.timeout.total_seconds(),
-            context,
-            verify_tls=config.verify_tls,
-            ca_file=config.ca_file,
-            headers=headers,
-            limiter=self.limiter,
-        )
+        self.http = self.desk_http(headers)
         self._me: int | None = None
         self._first: dict[str, tuple[float, str]] = {}  # ticket -> first response, once seen
 
@@ -257,7 +240,7 @@ class ZendeskAdapter(DeskAdapter):
                 author = comment.get("author_id")
                 if author is None or int(author) == me or self._automatic(comment):
                     continue
-                at = _epoch(comment.get("created_at"))
+                at = iso_epoch(comment.get("created_at"))
                 if at is None:
                     continue
                 found = (at, names.get(int(author), f"user {author}"))
