@@ -11,7 +11,8 @@ Every site has an incident in progress and an exporter publishing its ACD every 
    the new holders process a de-escalation; SIGCONT: the frozen worker stops those
    sites and writes and sends nothing (no ``nodata`` anywhere).
 3. The killed worker comes back: sites move back to it one at a time until each worker
-   holds four.
+   holds four. An acknowledgement through the API of a worker that does not hold the
+   site is refused (409, naming the holder); through the holder's it is made.
 
 The webhook receiver sees exactly one ``open``, ``escalate`` and ``deescalate`` per
 incident, and every idempotency key once.
@@ -28,12 +29,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import DaemonProcess, Mosquitto, wait_until
-from tests.test_e2e_core import core_config
+from tests.test_e2e_core import core_config, metric
 from tests.test_tickets_support import Receiver
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,7 @@ pytestmark = pytest.mark.slow
 SITES = [f"s{i:02d}" for i in range(12)]
 TTL = 3.0
 STALE_AFTER = 5.0
+TOKEN = "fleet-test-token-0123456789"
 
 
 class Exporters:
@@ -147,12 +150,12 @@ def test_three_workers_fail_over_without_losing_or_repeating_anything(
     config["state"].pop("path")
     config["mqtt"].pop("client_id")
     config.pop("site")
-    env = {"CCWATCH_STATE_DSN": pg_database}
+    env = {"CCWATCH_STATE_DSN": pg_database, "CCWATCH_HTTP_TOKEN": TOKEN}
     workers: dict[str, DaemonProcess] = {}
     for name in ("w1", "w2", "w3"):
         own = json.loads(json.dumps(config))
         own["fleet"]["worker_id"] = name
-        own["http"] = {"listen": f"127.0.0.1:{_free_port()}"}
+        own["http"] = {"listen": f"127.0.0.1:{_free_port()}", "token_env": "CCWATCH_HTTP_TOKEN"}
         workers[name] = daemon_factory(own, env=env)
     for daemon in workers.values():
         daemon.wait_http("/readyz")
@@ -221,6 +224,25 @@ def test_three_workers_fail_over_without_losing_or_repeating_anything(
         workers["w1"].wait_http("/readyz")
         wait_until(lambda: sorted(share(pg_database).values()) == [4, 4, 4], timeout=40)
         assert {s: i for s, (i, _, _) in incidents_by_site(pg_database).items()} == ids
+
+        # The API changes an incident on the worker holding its site; another refuses
+        # and names it. Metrics carry the site.
+        holder = holders(pg_database)["s00"][0]
+        assert holder is not None
+        other = next(name for name in workers if name != holder)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        path = f"/api/incidents/{ids['s00']}/ack"
+        refused = httpx.post(workers[other].base_url + path, headers=auth, json={"by": "asha"})
+        assert refused.status_code == 409, refused.text
+        assert "site s00" in refused.json()["error"] and holder in refused.json()["error"]
+        acked = httpx.post(workers[holder].base_url + path, headers=auth, json={"by": "asha"})
+        assert acked.status_code == 200 and acked.json()["state"] == "acknowledged", acked.text
+        wait_until(lambda: len(events(receiver, "acknowledge")) == 1, timeout=10)
+        labels = {"site": "s00", "severity": "major"}
+        assert metric(workers[holder], "ccwatch_incidents_open", labels) == 1
+        assert metric(workers[other], "ccwatch_incidents_open", labels) is None
+        assert metric(workers[holder], "ccwatch_fleet_sites_held") == 4
+        assert metric(workers[holder], "ccwatch_mqtt_connected", {"site": "s00"}) == 1
     finally:
         exporters.close()
 

@@ -57,6 +57,7 @@ from ccwatch.ingest.mqtt import MqttSource
 from ccwatch.mqtt import new_client, subscriptions
 from ccwatch.runtime import Runtime
 from ccwatch.state import StateStore
+from ccwatch.state.health import StateHealth
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
 from ccwatch.tickets.desk import DeskAdapter
 from ccwatch.tickets.links import TicketLinks
@@ -182,6 +183,10 @@ def fleet_incidents(config: Config, store: StateStore) -> FleetIncidents:
     return FleetIncidents(store, site_incident_settings(config), CollectorRegistry())
 
 
+def _nothing() -> None:
+    return None
+
+
 def _never() -> Awaitable[None]:
     """An awaitable that ends only when cancelled (a message left unacknowledged)."""
     return asyncio.get_running_loop().create_future()
@@ -198,6 +203,7 @@ class FleetWorker:
         config = runtime.config
         self.worker = config.fleet_settings().worker()
         self.manager: LeaseManager | None = None
+        self.health: StateHealth | None = None
 
     @property
     def incidents(self) -> FleetIncidents:
@@ -235,7 +241,9 @@ class FleetWorker:
         self.manager = manager
         runtime.fleet = manager
         self.incidents.holder_of = self._holder_of
-        services: dict[str, Service] = {"fleet": manager.run()}
+        health = StateHealth(runtime.store, runtime.readiness, runtime.registry)
+        self.health = health
+        services: dict[str, Service] = {"fleet": manager.run(), "state_health": health.run()}
         if config.sites.discover:
             services["site_discovery"] = self.discover()
         skipped = [
@@ -364,7 +372,13 @@ class FleetWorker:
             if watcher is not None and change not in _NOT_FOR_SLA:
                 watcher.wake(incident.id)
 
-        configure_incident_service(service, config, on_change, calendar=runtime.maintenance)
+        configure_incident_service(
+            service,
+            config,
+            on_change,
+            on_write_failure=self.health.wake if self.health is not None else _nothing,
+            calendar=runtime.maintenance,
+        )
         pipeline = build_pipeline(config, service, registry, runtime.clock)
 
         def handle(topic: str, payload: bytes, received_at: float) -> Awaitable[None] | None:
