@@ -20,7 +20,8 @@ fast sites fail over, and what a PostgreSQL write costs beside SQLite.
 A Mosquitto of the bench's own; PostgreSQL at ``$CCWATCH_BENCH_PG_DSN`` (default: the
 tests' 127.0.0.1:5432, user postgres), a database created per run and dropped after it.
 
-    .venv/bin/python bench/fleet.py [--sites 25,50,100,200] [--measure 20] [--kills 10]
+    .venv/bin/python bench/fleet.py [--sites 25,50,100,200,400] [--measure 20] [--kills 10]
+    (--sites '' / --kills 0 / --writes 0 leave a part out)
 """
 
 from __future__ import annotations
@@ -473,7 +474,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--sites", default="25,50,100,200", help="site counts for part 1")
+    parser.add_argument("--sites", default="25,50,100,200,400", help="site counts for part 1")
     parser.add_argument("--measure", type=float, default=20.0, help="seconds of CPU measured")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--failover-sites", type=int, default=12)
@@ -481,7 +482,7 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=3.0, help="lease TTL of part 2 (seconds)")
     parser.add_argument("--writes", type=int, default=2000, help="changes of part 3")
     args = parser.parse_args()
-    counts = [int(n) for n in args.sites.split(",") if n.strip()]
+    counts = [int(n) for n in args.sites.split(",") if n.strip()]  # empty: part 1 skipped
     with tempfile.TemporaryDirectory() as tmp, pg_database() as dsn:
         workdir = Path(tmp)
         if dsn is not None:
@@ -489,15 +490,18 @@ def main() -> None:
             from ccwatch.state.postgres import PostgresStore
 
             PostgresStore.open(dsn, (*MIGRATIONS, FLEET_MIGRATIONS)).close()  # the tables
-            sites_per_worker(workdir, dsn, counts, args.measure)
-            print(
-                f"2. failover: {args.workers} workers, {args.failover_sites} sites with an "
-                f"incident each, lease TTL {args.ttl:g} s, {args.kills} SIGKILLs"
-            )
-            failover(workdir, dsn, args.workers, args.failover_sites, args.kills, args.ttl)
+            if counts:
+                sites_per_worker(workdir, dsn, counts, args.measure)
+            if args.kills:
+                print(
+                    f"2. failover: {args.workers} workers, {args.failover_sites} sites with an "
+                    f"incident each, lease TTL {args.ttl:g} s, {args.kills} SIGKILLs"
+                )
+                failover(workdir, dsn, args.workers, args.failover_sites, args.kills, args.ttl)
         else:
             print("1. and 2. need PostgreSQL: skipped")
-        write_latency(workdir, dsn, args.writes)
+        if args.writes:
+            write_latency(workdir, dsn, args.writes)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,16 @@ def test_one_site_imports_nothing_of_the_fleet(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "['ccwatch.fleet.config']", result.stdout
+
+
+def test_the_readme_example_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Several sites and workers", 1)[1]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    monkeypatch.setenv("CCWATCH_STATE_DSN", "host=127.0.0.1 dbname=ccwatch")
+    config = load(tmp_path, PG_STATE.replace("CCWATCH_TEST_FLEET_DSN", "CCWATCH_STATE_DSN") + example.group(1))
+    assert config.sites is not None and config.sites.configured() == ["blr1", "blr2", "pune1", "nyc1"]
+    assert config.for_site("pune1").components["acd"].seats == 200

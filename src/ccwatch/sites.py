@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 Service = Coroutine[Any, Any, None]
 TICK_SECONDS = 1.0
+OUTBOX_POLL_SECONDS = 10.0
 DISCOVERY_LISTEN = 2.0  # seconds the topics are listened to per discovery pass
 # Changes that do not move an SLA clock (as in app.py).
 _NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
@@ -351,6 +352,11 @@ class FleetWorker:
                 site=site,
                 fence=lease.fence,
                 guard=lease.guard,
+                # Woken by every committed change of the site (only this worker writes
+                # them) and at each retry's due time: the poll is only a fallback, and
+                # polling each site's outbox every second was most of a worker's CPU
+                # (bench/fleet.py).
+                poll_interval=OUTBOX_POLL_SECONDS,
             )
             services["outbox"] = dispatcher.run()
         watcher: SlaWatcher | None = None
