@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -108,3 +109,31 @@ def test_the_readme_example_validates(tmp_path: Path, monkeypatch: pytest.Monkey
     config = load(tmp_path, PG_STATE.replace("CCWATCH_TEST_FLEET_DSN", "CCWATCH_STATE_DSN") + example.group(1))
     assert config.sites is not None and config.sites.configured() == ["blr1", "blr2", "pune1", "nyc1"]
     assert config.for_site("pune1").components["acd"].seats == 200
+
+
+def test_discovery_finds_the_sites_publishing_under_the_prefix(
+    tmp_path: Path, mosquitto: Any
+) -> None:
+    import asyncio
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ccwatch.sites import discover_sites
+
+    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="")
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        # Retained: the discovery pass gets them when it subscribes, whenever that is.
+        for topic in ("cc/blr7/acd/metrics", "cc/pune3/ivr/status", "other/x1/acd/metrics"):
+            publisher.publish(topic, b'{"up": true}', qos=1, retain=True).wait_for_publish(10)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+    config = load(
+        tmp_path,
+        PG_STATE + f"mqtt: {{port: {mosquitto.port}}}\nsites: {{discover: true}}\n",
+    )
+    found = asyncio.run(discover_sites(config, "ccwatch-test-discovery", listen=1.0))
+    assert found == {"blr7", "pune3"}
