@@ -137,3 +137,21 @@ def test_discovery_finds_the_sites_publishing_under_the_prefix(
     )
     found = asyncio.run(discover_sites(config, "ccwatch-test-discovery", listen=1.0))
     assert found == {"blr7", "pune3"}
+
+
+def test_the_readme_scrapes_every_worker_as_one_job() -> None:
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Several sites and workers", 1)[1].split("\n## ", 1)[0]
+    (scrape,) = [
+        loaded
+        for loaded in (yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S))
+        if isinstance(loaded, dict) and "scrape_configs" in loaded
+    ]
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "ccwatch", "what contrib/prometheus/ccwatch-rules.yml selects"
+    (targets,) = job["static_configs"]
+    assert len(targets["targets"]) == 3
