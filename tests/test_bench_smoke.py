@@ -35,3 +35,17 @@ def test_every_bench_imports_against_the_current_code() -> None:
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, f"{bench.name}: {result.stderr[-2000:]}"
+
+
+def test_fleet_bench_runs_at_tiny_numbers() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/fleet.py", "--sites", "2", "--measure", "1", "--workers", "2",
+         "--failover-sites", "2", "--kills", "1", "--ttl", "2", "--writes", "20"],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "SQLite (single host, default)" in out
+    if "need PostgreSQL: skipped" not in out:
+        assert "2 sites (   10 msg/s): CPU" in out and "failover over 1 kill(s)" in out
+        assert "PostgreSQL + site-lease fence" in out

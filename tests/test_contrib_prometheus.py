@@ -227,7 +227,8 @@ def readme_prometheus_config() -> dict[str, Any]:
     (config,) = [
         loaded
         for loaded in (yaml.safe_load(block) for block in blocks)
-        if isinstance(loaded, dict) and "scrape_configs" in loaded
+        # The one with the rules (the fleet section's shows only the scrape of N workers).
+        if isinstance(loaded, dict) and "scrape_configs" in loaded and "rule_files" in loaded
     ]
     assert config["rule_files"][0].endswith("/ccwatch-rules.yml")
     assert config["scrape_configs"][0]["job_name"] == "ccwatch"  # what the rules select

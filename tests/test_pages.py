@@ -347,3 +347,9 @@ def test_json_twins_and_filters(seeded_daemon: DaemonProcess) -> None:
     assert "<img src=x" not in page.text and "&lt;img src=x" in page.text
     assert daemon.get("/incidents/nope").status_code == 404
     assert httpx.get(daemon.base_url + "/incidents?state=bogus", timeout=5).status_code == 400
+    # One site (no sites:): /api/sites lists it, held by this process.
+    sites = daemon.get("/api/sites").json()
+    assert sites["fleet"] is False and sites["workers"] == []
+    (site,) = sites["sites"]
+    assert site["site"] == daemon.config["site"] and site["held_here"] is True
+    assert site["active_incidents"] >= 1

@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccwatch.compose import (
     build_heartbeat,
@@ -54,6 +54,9 @@ from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
 from ccwatch.tickets.reconciler import Reconciler
 from ccwatch.tickets.service import SlaWatcher
+
+if TYPE_CHECKING:
+    from ccwatch.sites import FleetWorker
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +186,14 @@ class Daemon:
         registry = build_registry()
         self.metrics = shared_metrics(DaemonMetrics, registry)
         store = open_state(config.state)
-        incidents: IncidentService = build_incident_service(config, store, registry)
+        self.worker: FleetWorker | None = None
+        if config.sites is None:
+            incidents: IncidentService = build_incident_service(config, store, registry)
+        else:
+            # Several sites: imported only here, the single-site path never loads it.
+            from ccwatch.sites import fleet_incidents
+
+            incidents = fleet_incidents(config, store)
         self.runtime = Runtime(
             config=config,
             config_path=config_path,
@@ -192,6 +202,10 @@ class Daemon:
             readiness=Readiness(registry),
             incidents=incidents,
         )
+        if config.sites is not None:
+            from ccwatch.sites import FleetWorker
+
+            self.worker = FleetWorker(self.runtime)
         self.notifier = SystemdNotifier()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -237,11 +251,11 @@ class Daemon:
         """Run one generation's services until stop or reload; a service that fails ends
         the generation with its error (the process exits, systemd restarts it)."""
         config = self.runtime.config
-        tasks = {
-            asyncio.create_task(service, name=name)
-            for name, service in build_services(self.runtime).items()
-        }
+        services = build_services(self.runtime) if self.worker is None else self.worker.services()
+        tasks = {asyncio.create_task(service, name=name) for name, service in services.items()}
         summary = f"watching site {config.site}: {len(config.components)} components"
+        if self.worker is not None:
+            summary = f"fleet worker {self.worker.worker} of {config.site}"
         if announce_ready:
             logger.info("ccwatch ready, %s", summary)
         self.notifier.ready(summary)

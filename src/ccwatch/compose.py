@@ -125,12 +125,14 @@ def build_heartbeat(
 
 def open_state(state: StateConfig | Path) -> StateStore:
     """The state database with every feature's tables (raises StateStoreError): the
-    ``state:`` section's backend, or the SQLite file at a path."""
+    ``state:`` section's backend, or the SQLite file at a path. On PostgreSQL also the
+    site leases' tables (``fleet.leases``)."""
     if isinstance(state, Path):
         return SqliteStore.open(state, MIGRATIONS)
     if state.backend == "sqlite":
         return SqliteStore.open(state.path, MIGRATIONS)
     # Imported here: SQLite deployments never load libpq and the pool.
+    from ccwatch.fleet.leases import MIGRATIONS as FLEET_MIGRATIONS
     from ccwatch.state.postgres import PostgresStore
 
     try:
@@ -138,7 +140,10 @@ def open_state(state: StateConfig | Path) -> StateStore:
     except (OSError, ValueError) as exc:
         raise StateStoreError(f"cannot open the state database: {exc}") from None
     pool = state.pool or StatePool()
-    return PostgresStore.open(dsn, MIGRATIONS, min_size=pool.min_size, max_size=pool.max_size)
+    # The site leases (``sites:``) live beside the incidents: only on PostgreSQL.
+    return PostgresStore.open(
+        dsn, (*MIGRATIONS, FLEET_MIGRATIONS), min_size=pool.min_size, max_size=pool.max_size
+    )
 
 
 def lifecycle_settings(config: Config) -> LifecycleSettings:

@@ -32,6 +32,7 @@ from ccwatch.config_errors import validate_data as validate_data
 from ccwatch.configbase import StrictModel, TimeZone, repeated
 from ccwatch.durations import format_duration
 from ccwatch.errors import ConfigError
+from ccwatch.fleet.config import FleetConfig, SitesConfig
 from ccwatch.heartbeat.config import HeartbeatConfig
 from ccwatch.inbound.config import InboundSource, unique_names
 from ccwatch.incidents.config import IncidentsConfig
@@ -77,10 +78,14 @@ from ccwatch.tickets.adapters.alertmanager import AlertmanagerUpstream
 from ccwatch.tickets.config import TicketUpstream
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/ccwatch/config.yaml"))
+FLEET_NAME = "fleet"  # `site` when `sites:` is given and `site` is not
 
 
 class Config(StrictModel):
-    site: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="this site's name in topics")
+    site: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="this site's name in topics (with sites: the name of the fleet)",
+    )
     site_timezone: TimeZone = Field(
         default_factory=host_timezone,
         description="IANA zone of the site: SLA calendars without a zone, staffing tables; "
@@ -105,7 +110,19 @@ class Config(StrictModel):
     checklists: ChecklistsConfig = ChecklistsConfig()
     retention: RetentionConfig = RetentionConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    sites: SitesConfig | None = Field(
+        None, description="several sites in one process, several workers (PostgreSQL)"
+    )
+    fleet: FleetConfig | None = Field(None, description="site leases (with sites:)")
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fleet_names_itself(cls, data: object) -> object:
+        # With several sites, `site` names the fleet (pages, logs); it may be left out.
+        if isinstance(data, dict) and data.get("sites") is not None and "site" not in data:
+            return {**data, "site": FLEET_NAME}
+        return data
 
     @field_validator("components", mode="before")
     @classmethod
@@ -159,7 +176,33 @@ class Config(StrictModel):
                 "of tickets: "
                 + (f"(alertmanager upstreams: {', '.join(known)})" if known else "(none)")
             )
+        self._check_sites()
         return self
+
+    def _check_sites(self) -> None:
+        if self.sites is None:
+            if self.fleet is not None:
+                raise ValueError("fleet: only with sites: (the sites whose leases it tunes)")
+            return
+        if self.state.backend != "postgresql":
+            raise ValueError(
+                "sites: needs state.backend postgresql: the site leases and the shared "
+                "incidents live there"
+            )
+        if self.mqtt.client_id is not None:
+            raise ValueError(
+                "mqtt -> client_id: not with sites: (each site's session is "
+                "<fleet.client_id_prefix>-<site>)"
+            )
+        for name, settings in {"default": self.sites.default, **self.sites.per_site}.items():
+            if settings.components is not None:
+                merged = {**self.components, **settings.components}
+                if problems := dependency_problems(merged):
+                    raise ValueError(f"sites -> {name} -> components: {'; '.join(problems)}")
+
+    def fleet_settings(self) -> FleetConfig:
+        """``fleet:`` as configured, or its defaults."""
+        return self.fleet or FleetConfig()
 
     def heartbeat_upstream(self) -> AlertmanagerUpstream | None:
         """The enabled alertmanager upstream ``heartbeat.alertmanager`` names, if any."""
@@ -186,6 +229,29 @@ class Config(StrictModel):
     def mqtt_client_id(self) -> str:
         return self.mqtt.client_id or f"ccwatch-{self.site}"
 
+    def for_site(self, site: str) -> Config:
+        """This config as one site of ``sites:`` sees it: ``site``, its time zone, its
+        components (those it names as written, the others the root's), its SLA policy
+        (calendars without a zone in the site's), and its MQTT session
+        ``<fleet.client_id_prefix>-<site>``."""
+        assert self.sites is not None
+        settings = self.sites.settings_for(site)
+        zone = settings.site_timezone or self.site_timezone
+        components = dict(self.components)
+        if settings.components is not None:
+            components.update(settings.components)
+        sla = settings.sla if settings.sla is not None else self.sla
+        client_id = f"{self.fleet_settings().client_id_prefix}-{site}"
+        return self.model_copy(
+            update={
+                "site": site,
+                "site_timezone": zone,
+                "components": components,
+                "sla": sla.with_default_timezone(zone),
+                "mqtt": self.mqtt.model_copy(update={"client_id": client_id}),
+            }
+        )
+
     def summary(self) -> str:
         enabled = [u.upstream_name for u in self.tickets if u.enabled]
         heartbeat = (
@@ -201,6 +267,12 @@ class Config(StrictModel):
             f"{len(self.checklists.definitions)} checklist(s), "
             f"{len(self.retention.databases)} retention database(s), state {self.state.describe()}"
             + heartbeat
+            + (
+                f", sites {', '.join(self.sites.configured()) or '-'}"
+                + (" (+ discovered)" if self.sites.discover else "")
+                if self.sites is not None
+                else ""
+            )
         )
 
 

@@ -11,7 +11,8 @@ so callers catch these and nothing else::
     │   ├── TemporaryUpstreamError   retry later (timeouts, 408, 429, 5xx, TLS/connection)
     │   └── PermanentUpstreamError   dead-letter it (other 4xx, a body the API refuses)
     ├── CheckError             a checklist check could not run (not the same as failing)
-    └── RetentionError         a retention run cannot start or had to stop
+    ├── RetentionError         a retention run cannot start or had to stop
+    └── LeaseLostError         this worker no longer holds a site's lease (fleet): stop the site
 """
 
 from __future__ import annotations
@@ -67,3 +68,16 @@ class CheckError(CcwatchError):
 
 class RetentionError(CcwatchError):
     """A retention run cannot start (bad table, unreachable database) or had to stop."""
+
+
+class LeaseLostError(CcwatchError):
+    """This worker no longer holds the lease of ``site`` at ``epoch`` (several workers,
+    ``sites:``): another worker took the site, or the lease ran out before it was renewed.
+    A write or a delivery that meets it is refused whole (its transaction rolls back) and
+    the site stops here; it is never retried as if nothing happened."""
+
+    def __init__(self, site: str, epoch: int, why: str) -> None:
+        self.site = site
+        self.epoch = epoch
+        self.why = why
+        super().__init__(f"site {site}: lease epoch {epoch} lost ({why})")

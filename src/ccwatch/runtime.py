@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +16,9 @@ from ccwatch.incidents.service import IncidentService
 from ccwatch.maintenance.store import MaintenanceCalendar
 from ccwatch.readiness import Readiness
 from ccwatch.state import StateStore
+
+if TYPE_CHECKING:  # only with sites: (never imported on the single-site path)
+    from ccwatch.fleet.manager import LeaseManager
 
 
 @dataclass
@@ -36,3 +40,6 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     # Scheduled (config) and ad-hoc windows; the incident service asks it on every open.
     maintenance: MaintenanceCalendar = field(default_factory=MaintenanceCalendar)
+    # With ``sites:``: this worker's lease manager (set by the generation; the pages and
+    # /api/sites read its leases and its last view of the fleet). None: one site.
+    fleet: LeaseManager | None = None

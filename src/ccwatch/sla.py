@@ -34,7 +34,7 @@ from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ccwatch.configbase import UTC_ZONE, StrictModel, TimeZone, repeated, time_zone
 from ccwatch.durations import Duration
@@ -225,6 +225,8 @@ class CalendarConfig(StrictModel):
     timezone: TimeZone = Field(UTC_ZONE, description="IANA time zone; default: site_timezone")
     hours: str | list[str] = "24x5"
     holidays: list[date] = Field(default_factory=list)
+    # True when ``timezone`` is the site's, filled in by ``SlaConfig.with_default_timezone``.
+    _site_zone: bool = PrivateAttr(default=False)
 
     @field_validator("hours")
     @classmethod
@@ -328,13 +330,18 @@ class SlaConfig(StrictModel):
 
     def with_default_timezone(self, timezone: ZoneInfo) -> SlaConfig:
         """This config with every calendar that names no ``timezone`` in ``timezone``
-        (the site's); calendars with an explicit zone keep it."""
-        calendars = {
-            name: calendar
-            if "timezone" in calendar.model_fields_set
-            else CalendarConfig(timezone=timezone, hours=calendar.hours, holidays=calendar.holidays)
-            for name, calendar in self.calendars.items()
-        }
+        (the site's); calendars with an explicit zone keep it. A calendar zoned here
+        stays one that named none, so a site of its own (``sites:``) zones it again."""
+        calendars = {}
+        for name, calendar in self.calendars.items():
+            if "timezone" in calendar.model_fields_set and not calendar._site_zone:
+                calendars[name] = calendar
+                continue
+            zoned = CalendarConfig(
+                timezone=timezone, hours=calendar.hours, holidays=calendar.holidays
+            )
+            zoned._site_zone = True
+            calendars[name] = zoned
         return self.model_copy(update={"calendars": calendars})
 
     def calendar(self, severity: Severity, kind: ClockKind = "resolution") -> BusinessCalendar:

@@ -114,6 +114,13 @@ def change_incident(
             raise UnknownIncidentError(incident_id) from None
         if answer is not None:
             return answer
+        if config.sites is not None:
+            # Several workers: only the worker holding the incident's site may change it.
+            raise click.ClickException(
+                f"no ccwatch worker listens at {config.http.listen}; with sites: an incident "
+                "changes through the API of the worker processing its site (GET /api/sites "
+                "of any worker names it)"
+            )
         store = open_state(config.state)
         try:
             service = build_incident_service(config, store, CollectorRegistry())

@@ -11,6 +11,13 @@ Incident changes are written by ``write_transition`` only, and only the incident
 service calls it (docs/architecture.md, "One write path"): the incident, its timeline
 entry and its outbox rows in one transaction. The ticket dispatcher reads the outbox and
 records delivery outcomes through the functions at the end.
+
+Several workers (``sites:``, PostgreSQL): each site is processed by the worker holding
+its lease, and every write of a site's incidents or outbox rows takes a ``Fence``: a
+check, run first inside the write's own transaction, that the lease is still this
+worker's at the epoch it acquired (``fleet.leases.Lease.check``). It raises
+``LeaseLostError`` and the whole transaction rolls back. Without ``sites:`` there is no
+fence (None) and nothing changes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from ccwatch.incidents.model import Incident, TimelineEntry
 from ccwatch.incidents.vocabulary import SILENT_CHANGES, Event
 from ccwatch.severity import Severity
 from ccwatch.state import SQLITE, Connection, Migrations, dialect_of, transaction
+
+Fence = Callable[[Connection], None]
+"""Run first inside a write's transaction: raises ``LeaseLostError`` when this worker no
+longer holds the lease of the site it writes for (see the module docstring)."""
 
 MIGRATIONS = Migrations(
     "incidents",
@@ -149,6 +160,12 @@ def list_incidents(
 
 def active_incidents(conn: Connection, site: str | None = None) -> list[Incident]:
     return list_incidents(conn, state=ACTIVE, site=site, limit=1_000_000)
+
+
+def active_counts_by_site(conn: Connection) -> dict[str, int]:
+    """Unresolved incidents per site (the fleet view)."""
+    rows = conn.execute(f"SELECT site, COUNT(*) FROM incidents WHERE {_NOT_CLOSED} GROUP BY site")
+    return {str(site): int(count) for site, count in rows.fetchall()}
 
 
 def _like_prefix(prefix: str) -> str:
@@ -319,6 +336,7 @@ def write_transition(
     extras: BodyExtras | None = None,
     hold_open_until: float | None = None,
     redact: Callable[[Any], Any] | None = None,
+    fence: Fence | None = None,
 ) -> tuple[Incident, list[str]]:
     """Write one change: the incident, its timeline entry and its outbox rows, atomically.
 
@@ -326,9 +344,12 @@ def write_transition(
     ``hold_open_until`` keeps an ``open`` event's rows back until then (or until
     ``attach_diagnostics`` releases them), so they go out with the diagnostics.
     ``redact`` is applied to the event body before it is stored: the state database
-    keeps no secret a log excerpt or an impact text carried.
+    keeps no secret a log excerpt or an impact text carried. ``fence`` (several workers)
+    is checked first, in the same transaction.
     """
     with transaction(conn):
+        if fence is not None:
+            fence(conn)
         stored = load_incident(conn, transition.incident_id)
         incident = apply_transition(stored, transition)
         event = transition.event
@@ -388,11 +409,18 @@ def _enqueue(
 
 
 def attach_diagnostics(
-    conn: Connection, incident_id: str, seq: int, diagnostics: Mapping[str, Any], now: float
+    conn: Connection,
+    incident_id: str,
+    seq: int,
+    diagnostics: Mapping[str, Any],
+    now: float,
+    fence: Fence | None = None,
 ) -> int:
     """Put diagnostics into the still pending rows of an incident's event ``seq`` and
     release them; returns how many rows were changed."""
     with transaction(conn):
+        if fence is not None:
+            fence(conn)
         rows = conn.execute(
             "SELECT id, body, next_attempt_at FROM outbox"
             " WHERE incident_id = ? AND seq = ? AND status = 'pending'",
@@ -410,9 +438,13 @@ def attach_diagnostics(
     return len(rows)
 
 
-def release_held(conn: Connection, incident_id: str, seq: int, now: float) -> None:
+def release_held(
+    conn: Connection, incident_id: str, seq: int, now: float, fence: Fence | None = None
+) -> None:
     """Let the held rows of event ``seq`` go out without diagnostics."""
     with transaction(conn):
+        if fence is not None:
+            fence(conn)
         conn.execute(
             "UPDATE outbox SET next_attempt_at = ?"
             " WHERE incident_id = ? AND seq = ? AND status = 'pending' AND next_attempt_at > ?",
@@ -456,6 +488,8 @@ _HEADS = (
     "SELECT MIN(id) AS id FROM outbox WHERE upstream = ? AND status = 'pending'"
     " GROUP BY incident_id"
 )
+# Several workers: one site's rows only (the outbox row's incident names the site).
+_OF_SITE = "EXISTS (SELECT 1 FROM incidents AS i WHERE i.id = o.incident_id AND i.site = ?)"
 _SELECT_READY = f"""
 SELECT {_OUTBOX_COLUMNS}
 FROM outbox AS o
@@ -475,17 +509,21 @@ WHERE id IN (
     WHERE o.id IN ({_HEADS})
       AND o.upstream = ? AND o.status = 'pending' AND o.next_attempt_at <= ?
       AND (o.claimed_until IS NULL OR o.claimed_until <= ?)
+      {{site}}
     ORDER BY o.id
     LIMIT ?
     FOR UPDATE SKIP LOCKED
 )
 RETURNING {_OUTBOX_COLUMNS.replace("o.", "")}
 """
+_CLAIM_ANY = _CLAIM_READY.format(site="")
+_CLAIM_OF_SITE = _CLAIM_READY.format(site=f"AND {_OF_SITE}")
 
 _NEXT_DUE = f"""
 SELECT MIN(o.next_attempt_at) FROM outbox AS o
 WHERE o.id IN ({_HEADS}) AND o.next_attempt_at > ?
 """
+_NEXT_DUE_OF_SITE = f"{_NEXT_DUE} AND {_OF_SITE}"
 
 
 def select_ready(conn: Connection, upstream: str, limit: int) -> list[OutboxRow]:
@@ -503,7 +541,14 @@ class Claim:
 
 
 def take_ready(
-    conn: Connection, upstream: str, now: float, limit: int, claim: Claim
+    conn: Connection,
+    upstream: str,
+    now: float,
+    limit: int,
+    claim: Claim,
+    *,
+    site: str | None = None,
+    fence: Fence | None = None,
 ) -> tuple[list[OutboxRow], float | None]:
     """The head rows of ``upstream`` due at ``now`` (at most ``limit``, oldest first) for
     this dispatcher to deliver, and when the earliest head still waiting becomes due.
@@ -513,29 +558,51 @@ def take_ready(
     ``now + claim.lease`` (``FOR UPDATE SKIP LOCKED``), so no other dispatcher takes it,
     and ``record_outcomes`` releases it. A dispatcher that dies holding rows loses them
     when the lease runs out; another then sends them, with the same idempotency key.
+
+    Several workers (PostgreSQL only): ``site`` limits the rows to that site's incidents
+    and ``fence`` is checked in the claim's transaction.
     """
     if dialect_of(conn) is SQLITE:
+        if site is not None or fence is not None:
+            raise ValueError("site leases need the PostgreSQL state backend")
         rows = select_ready(conn, upstream, limit * 4)
         ready = [row for row in rows if row.next_attempt_at <= now][:limit]
         waiting = [row.next_attempt_at for row in rows if row.next_attempt_at > now]
         return ready, min(waiting, default=None)
-    claimed = conn.execute(
-        _CLAIM_READY,
-        (claim.token, now + claim.lease, upstream, upstream, now, now, limit),
-    ).fetchall()
-    next_due = conn.execute(_NEXT_DUE, (upstream, now)).fetchone()[0]
+    if site is None:
+        claimed = conn.execute(
+            _CLAIM_ANY,
+            (claim.token, now + claim.lease, upstream, upstream, now, now, limit),
+        ).fetchall()
+        next_due = conn.execute(_NEXT_DUE, (upstream, now)).fetchone()[0]
+    else:
+        with transaction(conn):
+            if fence is not None:
+                fence(conn)
+            claimed = conn.execute(
+                _CLAIM_OF_SITE,
+                (claim.token, now + claim.lease, upstream, upstream, now, now, site, limit),
+            ).fetchall()
+        next_due = conn.execute(_NEXT_DUE_OF_SITE, (upstream, now, site)).fetchone()[0]
     return sorted((OutboxRow(*row) for row in claimed), key=lambda row: row.id), next_due
 
 
 def record_outcomes(
-    conn: Connection, outcomes: Iterable[Outcome], now: float, claim: Claim | None = None
+    conn: Connection,
+    outcomes: Iterable[Outcome],
+    now: float,
+    claim: Claim | None = None,
+    fence: Fence | None = None,
 ) -> list[OutboxRow]:
     """Record delivery attempts and release their claim; returns the rows that were
     dead-lettered just now. A row no longer pending, or claimed by another dispatcher
-    (this one's lease ran out), is left as it is."""
+    (this one's lease ran out), is left as it is. ``fence`` (several workers) is checked
+    first, in the same transaction: a worker that lost the site records nothing."""
     dead: list[int] = []
     token = claim.token if claim is not None else None
     with transaction(conn):
+        if fence is not None:
+            fence(conn)
         for outcome in outcomes:
             if outcome.status == "delivered":
                 changed = conn.execute(
@@ -570,17 +637,31 @@ def record_outcomes(
     return [OutboxRow(*row) for row in rows]
 
 
-def outbox_depth(conn: Connection, upstream: str) -> tuple[int, float | None]:
-    count, oldest = conn.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE upstream = ? AND status = 'pending'",
-        (upstream,),
-    ).fetchone()
+def outbox_depth(
+    conn: Connection, upstream: str, site: str | None = None
+) -> tuple[int, float | None]:
+    """Pending rows of ``upstream`` and the oldest one's creation time (of one site's
+    incidents when ``site`` is given)."""
+    if site is None:
+        count, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox"
+            " WHERE upstream = ? AND status = 'pending'",
+            (upstream,),
+        ).fetchone()
+    else:
+        count, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(o.created_at) FROM outbox AS o"
+            f" WHERE o.upstream = ? AND o.status = 'pending' AND {_OF_SITE}",
+            (upstream, site),
+        ).fetchone()
     return int(count), oldest
 
 
-def last_delivered(conn: Connection, upstream: str) -> list[OutboxRow]:
+def last_delivered(conn: Connection, upstream: str, site: str | None = None) -> list[OutboxRow]:
     """The newest delivered row of each incident on ``upstream`` (for adapters that keep
-    state upstream, such as Alertmanager's firing alerts, to pick up after a restart)."""
+    state upstream, such as Alertmanager's firing alerts, to pick up after a restart);
+    only ``site``'s incidents when given (several workers: each site's own adapters)."""
+    of_site = f"AND {_OF_SITE}" if site is not None else ""
     rows = conn.execute(
         f"""
         SELECT {_OUTBOX_COLUMNS}
@@ -588,11 +669,29 @@ def last_delivered(conn: Connection, upstream: str) -> list[OutboxRow]:
         JOIN (SELECT MAX(id) AS id FROM outbox
               WHERE upstream = ? AND status = 'delivered'
               GROUP BY incident_id) AS newest ON newest.id = o.id
+        WHERE TRUE {of_site}
         ORDER BY o.id
         """,
-        (upstream,),
+        (upstream,) if site is None else (upstream, site),
     ).fetchall()
     return [OutboxRow(*row) for row in rows]
+
+
+def release_site_claims(conn: Connection, site: str, fence: Fence | None = None) -> int:
+    """Several workers: a worker that just took ``site`` over frees the outbox claims of
+    its pending rows (the previous holder's dispatcher may have died holding them), so
+    they go out now instead of when the claims run out. Returns how many it freed. The
+    previous holder can record no outcome for them any more: its fence fails."""
+    with transaction(conn):
+        if fence is not None:
+            fence(conn)
+        return int(
+            conn.execute(
+                "UPDATE outbox AS o SET claimed_by = NULL, claimed_until = NULL"
+                f" WHERE o.status = 'pending' AND o.claimed_by IS NOT NULL AND {_OF_SITE}",
+                (site,),
+            ).rowcount
+        )
 
 
 def outbox_rows(

@@ -23,6 +23,12 @@ Slow I/O stays off the write path: the SLA due times of a body (``body_extras``)
 pure arithmetic done inside the transaction; diagnostics (process facts, log tails) are
 gathered after the commit on their own threads, with a deadline, and attached to the
 open event's rows, which wait for them at most that long.
+
+Several workers (``sites:``): a site's service is built by the worker holding the site's
+lease, with that lease's ``fence``. Every write checks it inside its transaction; the
+first that fails (``LeaseLostError``: another worker took the site, or the lease ran out
+here) is abandoned, the service refuses every later write without trying, and
+``on_fenced`` tells the worker to stop the site. Nothing is retried under a lost lease.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ccwatch.errors import StateStoreError
+from ccwatch.errors import LeaseLostError, StateStoreError
 from ccwatch.incidents import repository
 from ccwatch.incidents.events import BodyExtras, Upstream
 from ccwatch.incidents.external import ExternalIncidents
@@ -129,8 +135,14 @@ class IncidentService:
         redact: Callable[[Any], Any] | None = None,
         new_id: Callable[[], str] = new_incident_id,
         maintenance: MaintenanceHook | None = None,
+        fence: repository.Fence | None = None,
+        on_fenced: Callable[[LeaseLostError], None] = lambda exc: None,
     ) -> None:
         self.store = store
+        # Several workers: the site's lease, checked in every write (module docstring).
+        self.fence = fence
+        self.on_fenced = on_fenced
+        self.fenced: LeaseLostError | None = None
         self.settings = settings
         self.clock = clock
         self.monotonic = monotonic
@@ -233,10 +245,12 @@ class IncidentService:
 
     async def run_ticker(self, interval: float = 1.0) -> None:
         """Staleness, telemetry-lost and holds that finish between messages."""
-        while True:
+        while self.fenced is None:
             await asyncio.sleep(interval)
             try:
                 await self.tick()
+            except LeaseLostError:
+                return
             except Exception:
                 logger.exception("incident ticker failed (a ccwatch bug); continuing")
 
@@ -253,7 +267,7 @@ class IncidentService:
                         handed += 1
                         try:
                             await self._write(transition)
-                        except IncidentWriteError:
+                        except (IncidentWriteError, LeaseLostError):
                             break
                         except Exception:
                             logger.exception(
@@ -539,7 +553,7 @@ class IncidentService:
                     )
                     try:
                         await self._write(transition)
-                    except IncidentWriteError:
+                    except (IncidentWriteError, LeaseLostError):
                         break
                     released.append(incident.id)
             finally:
@@ -581,9 +595,25 @@ class IncidentService:
         incident = self.lifecycle.find(incident_id)
         return incident is not None and self.lifecycle.pending(incident)
 
+    def _lost(self, exc: LeaseLostError) -> None:
+        """The site's lease is gone: refuse every later write and tell the worker, once."""
+        if self.fenced is not None:
+            return
+        self.fenced = exc
+        logger.error(
+            "site %s: lease lost, writing nothing more for it here (%s)", self.site, exc.why
+        )
+        try:
+            self.on_fenced(exc)
+        except Exception:
+            logger.exception("lease-lost listener failed (a ccwatch bug)")
+
     async def _write(self, transition: Transition) -> Incident:
         """The one write (call with the lock held): store, then lifecycle, then tell."""
         proposed = transition
+        if self.fenced is not None:
+            self.lifecycle.abandon(proposed)
+            raise self.fenced
         deferred = transition.incident_id in self._deferred
         window = None
         if (
@@ -599,15 +629,19 @@ class IncidentService:
         if wants_diagnostics:
             hold = transition.at + self.diagnostics_timeout + 1.0
         upstreams = self.settings.upstreams
-        extras, redact = self.body_extras, self.redact
+        extras, redact, fence = self.body_extras, self.redact, self.fence
         try:
             incident, names = await self.store.run(
                 lambda conn: repository.write_transition(
-                    conn, transition, upstreams, extras, hold, redact
+                    conn, transition, upstreams, extras, hold, redact, fence
                 )
             )
         except repository.UnknownIncidentError:
             self.lifecycle.abandon(proposed)
+            raise
+        except LeaseLostError as exc:
+            self.lifecycle.abandon(proposed)
+            self._lost(exc)
             raise
         except STORE_ERRORS as exc:
             self.lifecycle.abandon(proposed)
@@ -702,15 +736,21 @@ class IncidentService:
         now = self.clock()
         if found is not None and self.redact is not None:
             found = self.redact(found)
+        fence = self.fence
         try:
             if found is None:
                 await self.store.run(
-                    lambda conn: repository.release_held(conn, incident.id, seq, now)
+                    lambda conn: repository.release_held(conn, incident.id, seq, now, fence)
                 )
             else:
                 await self.store.run(
-                    lambda conn: repository.attach_diagnostics(conn, incident.id, seq, found, now)
+                    lambda conn: repository.attach_diagnostics(
+                        conn, incident.id, seq, found, now, fence
+                    )
                 )
+        except LeaseLostError as exc:
+            self._lost(exc)
+            return
         except STORE_ERRORS as exc:
             # The rows go out at their hold time anyway, without diagnostics.
             logger.warning("could not attach diagnostics to incident %s: %s", incident.id, exc)

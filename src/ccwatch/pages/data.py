@@ -122,6 +122,7 @@ def _incident_row(incident: Incident, now: float) -> dict[str, Any]:
     return {
         "id": incident.id,
         "short_id": incident.id[:8],
+        "site": incident.site,
         "component": incident.component,
         "kind": incident.kind,
         "severity": incident.severity.label,
@@ -215,6 +216,75 @@ def maintenance_page(runtime: Runtime, now: float) -> dict[str, Any]:
     }
 
 
+async def sites_view(runtime: Runtime, now: float) -> dict[str, Any]:
+    """``/api/sites`` and the overview's "Sites": every site with the worker that holds
+    it, from the lease table (``sites:``); one site, this process, without it."""
+    config = runtime.config
+    manager = runtime.fleet
+    if manager is None:
+        counts = await runtime.store.run(repository.active_counts_by_site)
+        return {
+            "fleet": False,
+            "worker": None,
+            "workers": [],
+            "sites": [
+                {
+                    "site": config.site,
+                    "holder": None,
+                    "epoch": None,
+                    "held_here": True,
+                    "lease_expires_in_seconds": None,
+                    "active_incidents": counts.get(config.site, 0),
+                    "mqtt_connected": _gauge(runtime, "ccwatch_mqtt_connected", {}),
+                }
+            ],
+        }
+    from ccwatch.fleet import leases  # only with sites:
+
+    def load(conn: Connection) -> tuple[leases.Snapshot, dict[str, int]]:
+        return leases.snapshot(conn), repository.active_counts_by_site(conn)
+
+    snapshot, counts = await runtime.store.run(load)
+    here = manager.held()
+    sites: list[dict[str, Any]] = []
+    for row in snapshot.leases:
+        held = row.held_at(snapshot.now)
+        sites.append(
+            {
+                "site": row.site,
+                "holder": row.holder if held else None,
+                "epoch": row.epoch,
+                "held_here": row.site in here and here[row.site].lost is None,
+                "lease_expires_in_seconds": (
+                    round(row.expires_at - snapshot.now, 1) if held else None
+                ),
+                "active_incidents": counts.get(row.site, 0),
+                "mqtt_connected": (
+                    _gauge(runtime, "ccwatch_mqtt_connected", {"site": row.site})
+                    if row.site in here
+                    else None
+                ),
+            }
+        )
+    workers = [
+        {
+            "worker": w.worker,
+            "url": w.url,
+            "live": w.live_at(snapshot.now),
+            "this": w.worker == manager.worker,
+            "seen_at": w.seen_at,
+            "sites": sorted(s["site"] for s in sites if s["holder"] == w.worker),
+        }
+        for w in snapshot.workers
+    ]
+    return {"fleet": True, "worker": manager.worker, "workers": workers, "sites": sites}
+
+
+def _gauge(runtime: Runtime, name: str, labels: dict[str, str]) -> bool | None:
+    value = runtime.registry.get_sample_value(name, labels)
+    return None if value is None else value == 1
+
+
 async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     """The overview page's values (loss charts over the last 24 hours)."""
     config = runtime.config
@@ -223,11 +293,13 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     end = start + DAY
     upstream_names = [u.upstream_name for u in config.tickets if u.enabled]
     checklist_names = [c.name for c in config.checklists.definitions]
+    fleet = runtime.fleet is not None
 
     def load(conn: Connection) -> _OverviewRows:
         dead_rows = repository.outbox_rows(conn, status="dead", limit=DEAD_LETTER_SCAN)
         return _OverviewRows(
-            active=repository.active_incidents(conn, site=site),
+            # Several sites: the open incidents of every site.
+            active=repository.active_incidents(conn, site=None if fleet else site),
             history=history.series(conn, start, end),
             checklists=[_checklist_summary(conn, name) for name in checklist_names],
             upstreams={name: repository.outbox_depth(conn, name) for name in upstream_names},
@@ -241,7 +313,8 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     latest = runtime.recorder.latest if runtime.recorder is not None else {}
     incident_of = {i.component: i for i in rows.active}
     tiles = []
-    for name in config.components:
+    # Several sites: no component tiles (each site's live values are its worker's).
+    for name in () if fleet else config.components:
         reading = latest.get(name)
         age = None if reading is None else max(0.0, now - reading.sampled_at)
         severity = reading.severity if reading is not None else Severity.NONE
@@ -294,6 +367,7 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
         "upstreams": upstreams,
         "dead_letters_capped": rows.dead_scanned >= DEAD_LETTER_SCAN,
         "daemon": readiness,
+        "fleet": await sites_view(runtime, now) if fleet else None,
     }
 
 

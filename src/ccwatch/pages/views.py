@@ -88,6 +88,12 @@ async def overview_api(request: web.Request) -> web.Response:
     return web.json_response(data.jsonable(await data.overview(runtime, runtime.clock())))
 
 
+async def sites_api(request: web.Request) -> web.Response:
+    """``GET /api/sites``: every site, the worker holding it and its lease (``sites:``)."""
+    runtime = _runtime(request)
+    return web.json_response(data.jsonable(await data.sites_view(runtime, runtime.clock())))
+
+
 async def incidents_page(request: web.Request) -> web.Response:
     runtime = _runtime(request)
     try:
@@ -128,6 +134,7 @@ async def maintenance_page(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview_page)
     app.router.add_get("/api/overview", overview_api)
+    app.router.add_get("/api/sites", sites_api)
     app.router.add_get("/incidents", incidents_page)
     app.router.add_get("/incidents/{incident_id}", incident_page)
     app.router.add_get("/checklists", checklists_page)

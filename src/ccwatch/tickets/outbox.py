@@ -27,6 +27,12 @@ On PostgreSQL several dispatchers (workers) may share one outbox: each has its o
 LOCKED``) for ``claim_lease`` seconds, and ``record_outcomes`` records an outcome only
 while the claim holds, so each event goes out once per idempotency key across workers.
 On SQLite (one process) nothing is claimed.
+
+Several sites per worker (``sites:``): each site held here has a dispatcher of its own
+(``site``), which takes only that site's rows, checks the site's lease (``fence``) in the
+transactions that claim rows and record outcomes, and asks ``guard`` (the lease's local
+deadline) right before each delivery: a worker that cannot renew a lease stops sending
+before the lease can run out and another worker take the site.
 """
 
 from __future__ import annotations
@@ -45,12 +51,13 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ccwatch.errors import (
+    LeaseLostError,
     PermanentUpstreamError,
     TemporaryUpstreamError,
     UpstreamError,
 )
 from ccwatch.incidents import repository
-from ccwatch.incidents.repository import Claim, OutboxRow, Outcome
+from ccwatch.incidents.repository import Claim, Fence, OutboxRow, Outcome
 from ccwatch.metrics import shared_metrics
 from ccwatch.readiness import Readiness
 from ccwatch.redact import Redactor, process_redactor
@@ -142,8 +149,16 @@ class OutboxDispatcher:
         concurrency: int = CONCURRENCY,
         lease: float = MIN_CLAIM_LEASE,
         links: TicketLinks | None = None,
+        site: str | None = None,
+        fence: Fence | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        # Several workers: this dispatcher's site, its lease check in SQL, and the local
+        # check before each send (raises LeaseLostError); see the module docstring.
+        self.site = site
+        self.fence = fence
+        self.guard = guard
         self.adapters = dict(adapters)
         self.metrics = shared_metrics(OutboxMetrics, registry)
         self.retry = dict(retry or {})
@@ -184,7 +199,9 @@ class OutboxDispatcher:
 
     async def _restore_adapters(self) -> None:
         for name, adapter in self.adapters.items():
-            rows = await self.store.run(lambda c, n=name: repository.last_delivered(c, n))  # type: ignore[misc]
+            rows = await self.store.run(
+                lambda c, n=name: repository.last_delivered(c, n, self.site)  # type: ignore[misc]
+            )
             await adapter.restore([ticket_event(row, Redactor()) for row in rows])
 
     async def _upstream_loop(self, name: str) -> None:
@@ -224,23 +241,38 @@ class OutboxDispatcher:
         head row becomes due (None when nothing waits).
         """
         now = self.clock()
+        site, fence, guard = self.site, self.fence, self.guard
+        if guard is not None:
+            guard()
         ready, waiting = await self.store.run(
-            lambda c: repository.take_ready(c, name, now, self.batch_size, self.claim)
+            lambda c: repository.take_ready(
+                c, name, now, self.batch_size, self.claim, site=site, fence=fence
+            )
         )
         outcomes: list[Outcome] = []
         if ready:
             semaphore = asyncio.Semaphore(self.concurrency)
+            refused: list[LeaseLostError] = []
 
-            async def attempt(row: OutboxRow) -> Outcome:
+            async def attempt(row: OutboxRow) -> Outcome | None:
                 async with semaphore:
+                    if guard is not None:
+                        try:
+                            guard()  # the lease's local deadline, right before sending
+                        except LeaseLostError as exc:
+                            refused.append(exc)
+                            return None
                     return await self._attempt(name, row)
 
-            outcomes = list(await asyncio.gather(*(attempt(row) for row in ready)))
+            attempted = await asyncio.gather(*(attempt(row) for row in ready))
+            outcomes = [outcome for outcome in attempted if outcome is not None]
             now = self.clock()
             dead = await self.store.run(
-                lambda c: repository.record_outcomes(c, outcomes, now, self.claim)
+                lambda c: repository.record_outcomes(c, outcomes, now, self.claim, fence)
             )
             await self._report_dead(dead, outcomes)
+            if refused:
+                raise refused[0]
         await self._update_depth(name)
         finished = any(outcome.status != "pending" for outcome in outcomes)
         retries = [o.next_attempt_at for o in outcomes if o.status == "pending"]
@@ -325,7 +357,7 @@ class OutboxDispatcher:
             self.readiness.set(f"upstream:{name}", ok, detail)
 
     async def _update_depth(self, name: str) -> None:
-        count, oldest = await self.store.run(lambda c: repository.outbox_depth(c, name))
+        count, oldest = await self.store.run(lambda c: repository.outbox_depth(c, name, self.site))
         self.metrics.depth.labels(upstream=name).set(count)
         age = max(0.0, self.clock() - oldest) if oldest is not None else 0.0
         self.metrics.oldest_age.labels(upstream=name).set(age)

@@ -1,0 +1,462 @@
+"""Several sites per process and several workers (``sites:``): the fleet part of the
+composition root. ``app.py`` imports it only when ``sites:`` is configured.
+
+A worker runs a ``LeaseManager`` (``fleet/manager.py``); for each site whose lease it
+takes, ``FleetWorker.run_site(lease)`` builds and runs that site's services, as the
+single-site daemon builds its own (``app.build_services``), from ``config.for_site``:
+
+- an ``IncidentService`` of the site (its incidents loaded from the database, so the
+  incidents continue under the same ids on another worker), with the lease's fence;
+- its ``Pipeline`` (windows of its own) and an ``MqttSource`` on a persistent session
+  of its own, ``<fleet.client_id_prefix>-<site>``: while no worker holds the site, the
+  broker keeps the site's QoS 1 messages in that session and hands them to the next
+  holder, which connects with the same id (a holder that froze is disconnected by the
+  broker when the new one connects: MQTT allows one connection per client id);
+- its ``OutboxDispatcher`` (adapters of its own, the site's rows only, fenced) and its
+  ``SlaWatcher``, and the incident ticker.
+
+A message is acknowledged to the broker only while the lease is valid: once the local
+deadline passed or a write was fenced, the site's source waits (unacknowledged) until
+the site is stopped, so the broker hands the message to the next holder.
+
+Per-site metrics live in a registry per site; ``SiteMetrics`` exposes them through the
+daemon's registry with a ``site`` label. ``FleetIncidents`` is ``runtime.incidents`` for
+the HTTP API and the CLI: it passes each change to the service of the incident's site
+when this worker holds it, and refuses it (naming the worker that holds it) otherwise.
+
+Not run per worker with ``sites:`` (yet): the checklists and retention jobs, the
+dead-man's switch, the service desks' reconciler and the per-minute loss history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
+import aiomqtt
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from ccwatch.compose import build_pipeline, configure_incident_service
+from ccwatch.compose import incident_settings as site_incident_settings
+from ccwatch.config import Config
+from ccwatch.errors import LeaseLostError, StateStoreError
+from ccwatch.fleet import leases
+from ccwatch.fleet.leases import Lease
+from ccwatch.fleet.manager import LeaseManager, Timings
+from ccwatch.incidents import repository
+from ccwatch.incidents.model import Incident
+from ccwatch.incidents.service import IncidentService
+from ccwatch.ingest.mqtt import MqttSource
+from ccwatch.mqtt import new_client, subscriptions
+from ccwatch.runtime import Runtime
+from ccwatch.state import StateStore
+from ccwatch.state.health import StateHealth
+from ccwatch.tickets.adapters import AdapterContext, build_adapters
+from ccwatch.tickets.desk import DeskAdapter
+from ccwatch.tickets.links import TicketLinks
+from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
+from ccwatch.tickets.service import SlaWatcher
+
+logger = logging.getLogger(__name__)
+
+Service = Coroutine[Any, Any, None]
+TICK_SECONDS = 1.0
+OUTBOX_POLL_SECONDS = 10.0
+DISCOVERY_LISTEN = 2.0  # seconds the topics are listened to per discovery pass
+# Changes that do not move an SLA clock (as in app.py).
+_NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
+
+
+class SiteMetrics(Collector):
+    """The per-site registries, exposed with a ``site`` label (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.registries: dict[str, CollectorRegistry] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for site, registry in list(self.registries.items()):
+            for family in registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = Metric(family.name, family.documentation, family.type, family.unit)
+                    families[family.name] = merged
+                for sample in family.samples:
+                    labels = sample.labels
+                    if "site" not in labels:
+                        labels = {"site": site, **labels}
+                    merged.samples.append(
+                        Sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+                    )
+        return list(families.values())
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+class IncidentElsewhereError(ValueError):
+    """The incident's site is not held by this worker (the API answers 409 with this)."""
+
+
+class FleetIncidents(IncidentService):
+    """``runtime.incidents`` of a worker: incident changes of the API and the CLI go to
+    the service of the incident's site when this worker holds it (see the module
+    docstring). Reads are the base class's (the database holds every site)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owners: dict[str, IncidentService] = {}
+        self.holder_of: Callable[[str], str] = lambda site: "another worker"
+
+    async def _owner(self, incident_id: str) -> IncidentService:
+        stored = await self.get(incident_id)
+        if stored is None:
+            raise repository.UnknownIncidentError(incident_id)
+        service = self.owners.get(stored.site)
+        if service is None or service.fenced is not None:
+            raise IncidentElsewhereError(
+                f"incident {incident_id} belongs to site {stored.site}, which "
+                f"{self.holder_of(stored.site)} processes; send the change there"
+            )
+        return service
+
+    async def _call(
+        self, incident_id: str, change: Callable[[IncidentService], Awaitable[Incident]]
+    ) -> Incident:
+        service = await self._owner(incident_id)
+        try:
+            return await change(service)
+        except LeaseLostError as exc:
+            raise IncidentElsewhereError(
+                f"incident {incident_id}: site {exc.site} moved to another worker; try again there"
+            ) from exc
+
+    async def acknowledge(self, incident_id: str, by: str, now: float | None = None) -> Incident:
+        return await self._call(incident_id, lambda s: s.acknowledge(incident_id, by, now))
+
+    async def note(self, incident_id: str, change: str, **kwargs: Any) -> Incident:
+        return await self._call(incident_id, lambda s: s.note(incident_id, change, **kwargs))
+
+    async def rca_delivered(
+        self, incident_id: str, delivered: str, by: str, now: float | None = None
+    ) -> Incident:
+        return await self._call(
+            incident_id, lambda s: s.rca_delivered(incident_id, delivered, by, now)
+        )
+
+    async def rca_deferred(
+        self, incident_id: str, reason: str, until: float, by: str, now: float | None = None
+    ) -> Incident:
+        return await self._call(
+            incident_id, lambda s: s.rca_deferred(incident_id, reason, until, by, now)
+        )
+
+    async def exempt_sla(
+        self, incident_id: str, reason: str, by: str, now: float | None = None
+    ) -> Incident:
+        return await self._call(incident_id, lambda s: s.exempt_sla(incident_id, reason, by, now))
+
+    async def lift_sla_exemption(
+        self, incident_id: str, by: str, reason: str = "", now: float | None = None
+    ) -> Incident:
+        return await self._call(
+            incident_id, lambda s: s.lift_sla_exemption(incident_id, by, reason, now)
+        )
+
+    async def waiting_on_customer(
+        self, incident_id: str, waiting: bool, source: str, now: float | None = None
+    ) -> Incident:
+        return await self._call(
+            incident_id, lambda s: s.waiting_on_customer(incident_id, waiting, source, now)
+        )
+
+
+def fleet_incidents(config: Config, store: StateStore) -> FleetIncidents:
+    """The worker's ``runtime.incidents`` (its own registry: the sites' services report
+    the incident metrics, each with its ``site``)."""
+    return FleetIncidents(store, site_incident_settings(config), CollectorRegistry())
+
+
+def _nothing() -> None:
+    return None
+
+
+def _never() -> Awaitable[None]:
+    """An awaitable that ends only when cancelled (a message left unacknowledged)."""
+    return asyncio.get_running_loop().create_future()
+
+
+class FleetWorker:
+    """What a worker keeps across config generations: the per-site metrics and the
+    façade of the API. ``services(runtime)`` builds one generation's tasks."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.metrics = SiteMetrics()
+        runtime.registry.register(self.metrics)
+        config = runtime.config
+        self.worker = config.fleet_settings().worker()
+        self.manager: LeaseManager | None = None
+        self.health: StateHealth | None = None
+
+    @property
+    def incidents(self) -> FleetIncidents:
+        incidents = self.runtime.incidents
+        assert isinstance(incidents, FleetIncidents)
+        return incidents
+
+    def services(self) -> dict[str, Service]:
+        runtime = self.runtime
+        config = runtime.config
+        assert config.sites is not None
+        fleet = config.fleet_settings()
+        runtime.maintenance.refresh_sync(runtime.store, runtime.clock())
+        from ccwatch.maintenance.config import schedules
+
+        runtime.maintenance.scheduled = schedules(config.maintenance)
+        url = fleet.advertise_url or f"http://{config.http.listen}"
+        timings = Timings(
+            ttl=fleet.ttl(),
+            renew_every=fleet.renew_interval(),
+            margin=fleet.margin(),
+            rebalance_every=fleet.rebalance_every.total_seconds(),
+        )
+        manager = LeaseManager(
+            runtime.store,
+            self.worker,
+            url,
+            timings,
+            config.sites.configured(),
+            self.run_site,
+            runtime.registry,
+            discover=config.sites.discover,
+            readiness=runtime.readiness,
+        )
+        self.manager = manager
+        runtime.fleet = manager
+        self.incidents.holder_of = self._holder_of
+        health = StateHealth(runtime.store, runtime.readiness, runtime.registry)
+        self.health = health
+        services: dict[str, Service] = {"fleet": manager.run(), "state_health": health.run()}
+        if config.sites.discover:
+            services["site_discovery"] = self.discover()
+        skipped = [
+            name
+            for name, on in (
+                ("checklists", bool(config.checklists.definitions)),
+                ("retention", bool(config.retention.databases)),
+                ("heartbeat", config.heartbeat.enabled),
+            )
+            if on
+        ]
+        if skipped:
+            logger.warning(
+                "sites: %s not run by a fleet worker (yet); run them on a single-site ccwatch",
+                ", ".join(skipped),
+            )
+        return services
+
+    def _holder_of(self, site: str) -> str:
+        snapshot = self.manager.snapshot if self.manager is not None else None
+        if snapshot is not None:
+            for row in snapshot.leases:
+                if row.site == site and row.held_at(snapshot.now):
+                    urls = {w.worker: w.url for w in snapshot.workers}
+                    return f"worker {row.holder} ({urls.get(row.holder or '', '?')})"
+        return "no worker right now (it is moving)"
+
+    # --- one site -------------------------------------------------------------------
+
+    async def run_site(self, lease: Lease) -> None:
+        """The site's services until cancelled or the lease is lost (raises it)."""
+        site = lease.site
+        runtime = self.runtime
+        config = runtime.config.for_site(site)
+        registry = CollectorRegistry()
+        stopping = asyncio.Event()
+        service = IncidentService(
+            runtime.store,
+            site_incident_settings(config),
+            registry,
+            clock=runtime.clock,
+            fence=lease.fence,
+            on_fenced=lambda exc: stopping.set(),
+        )
+        try:
+            self.metrics.registries[site] = registry
+            services = self._site_services(config, service, lease, registry, stopping)
+            await service.load()
+            freed = await runtime.store.run(
+                lambda c: repository.release_site_claims(c, site, lease.fence)
+            )
+            if freed:
+                logger.info("site %s: %d outbox row(s) of the previous holder freed", site, freed)
+            self.incidents.owners[site] = service
+            logger.info("site %s: processing here (lease epoch %d)", site, lease.epoch)
+            async with asyncio.TaskGroup() as group:
+                for name, coroutine in services.items():
+                    group.create_task(coroutine, name=f"{site}:{name}")
+                await stopping.wait()
+                raise lease.lost or service.fenced or LeaseLostError(site, lease.epoch, "stopped")
+        finally:
+            if self.incidents.owners.get(site) is service:
+                del self.incidents.owners[site]
+            if self.metrics.registries.get(site) is registry:
+                del self.metrics.registries[site]
+            await service.aclose()
+
+    def _site_services(
+        self,
+        config: Config,
+        service: IncidentService,
+        lease: Lease,
+        registry: CollectorRegistry,
+        stopping: asyncio.Event,
+    ) -> dict[str, Service]:
+        runtime = self.runtime
+        site = config.site
+        links = TicketLinks(runtime.store)
+        context = AdapterContext(site=site, clock=runtime.clock, email=config.email, links=links)
+        wants_mail = config.escalation.enabled and any(
+            lvl.email for lvl in config.escalation.levels
+        )
+        adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
+        desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
+        services: dict[str, Service] = {}
+        dispatcher: OutboxDispatcher | None = None
+        if adapters:
+            dispatcher = OutboxDispatcher(
+                runtime.store,
+                adapters,
+                registry=registry,
+                retry={
+                    u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds())
+                    for u in config.tickets
+                    if u.enabled
+                },
+                on_dead=service.note_dead_letter,
+                clock=runtime.clock,
+                lease=claim_lease(
+                    [u.timeout.total_seconds() for u in config.tickets if u.enabled],
+                    OutboxDispatcher.BATCH_SIZE,
+                    OutboxDispatcher.CONCURRENCY,
+                ),
+                links=links if desks else None,
+                site=site,
+                fence=lease.fence,
+                guard=lease.guard,
+                # Woken by every committed change of the site (only this worker writes
+                # them) and at each retry's due time: the poll is only a fallback, and
+                # polling each site's outbox every second was most of a worker's CPU
+                # (bench/fleet.py).
+                poll_interval=OUTBOX_POLL_SECONDS,
+            )
+            services["outbox"] = dispatcher.run()
+        watcher: SlaWatcher | None = None
+        if config.sla.enabled:
+            watcher = SlaWatcher(
+                service,
+                config.sla,
+                config.escalation,
+                registry,
+                upstreams={u.upstream_name for u in config.tickets if u.enabled},
+                email_relay=config.email is not None,
+                clock=runtime.clock,
+            )
+            services["sla"] = watcher.run()
+
+        def on_change(incident: Incident, change: str) -> None:
+            if dispatcher is not None:
+                dispatcher.wake()
+            if watcher is not None and change not in _NOT_FOR_SLA:
+                watcher.wake(incident.id)
+
+        configure_incident_service(
+            service,
+            config,
+            on_change,
+            on_write_failure=self.health.wake if self.health is not None else _nothing,
+            calendar=runtime.maintenance,
+        )
+        pipeline = build_pipeline(config, service, registry, runtime.clock)
+
+        def handle(topic: str, payload: bytes, received_at: float) -> Awaitable[None] | None:
+            # Acknowledged (by returning) only while the lease holds: see the module
+            # docstring. Otherwise the message waits, unacknowledged, for the next holder.
+            if lease.lost is not None or lease.remaining() <= 0:
+                stopping.set()
+                return _never()
+            pending = pipeline.handle_message(topic, payload, received_at)
+            if pending is None:
+                return None
+            return _after_write(pending)
+
+        async def _after_write(pending: Awaitable[None]) -> None:
+            await pending
+            if service.fenced is not None or lease.lost is not None:
+                stopping.set()
+                await _never()
+
+        source = MqttSource(
+            config.mqtt,
+            site,
+            handle,
+            registry,
+            None,
+            runtime.clock,
+            client_id=config.mqtt_client_id,
+        )
+        services["mqtt"] = source.run()
+        services["incident_ticker"] = service.run_ticker(TICK_SECONDS)
+        return services
+
+    # --- discovery ------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Every ``sites.discover_every``: listen to every site's topics for a moment and
+        give each site not in the lease table a row (then the fleet balances it)."""
+        config = self.runtime.config
+        assert config.sites is not None
+        every = config.sites.discover_every.total_seconds()
+        while True:
+            try:
+                found = sorted(await discover_sites(config, f"{self.worker}-discovery"))
+                if found:
+                    await self.runtime.store.run(
+                        lambda c, names=found: leases.ensure_sites(c, names)  # type: ignore[misc]
+                    )
+            except (aiomqtt.MqttError, OSError, StateStoreError) as exc:
+                logger.warning("sites: discovery pass failed: %s; trying again later", exc)
+            await asyncio.sleep(every)
+
+
+async def discover_sites(
+    config: Config, client_id: str, listen: float = DISCOVERY_LISTEN
+) -> set[str]:
+    """The sites publishing under ``mqtt.topic_prefix`` within ``listen`` seconds (a
+    clean session at QoS 0: nothing is queued for it)."""
+    mqtt = config.mqtt.model_copy(update={"client_id": None})
+    prefix = mqtt.topic_prefix.rstrip("/") + "/"
+    found: set[str] = set()
+    client = new_client(mqtt, client_id, clean_session=True, timeout=10)
+    async with client:
+        await client.subscribe([(topic, 0) for topic in subscriptions(mqtt, "+")])
+        deadline = time.monotonic() + listen
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(listen):
+                async for message in client.messages:
+                    topic = message.topic.value
+                    if topic.startswith(prefix):
+                        site = topic[len(prefix) :].split("/", 1)[0]
+                        if site and site.replace("-", "").replace("_", "").isalnum():
+                            found.add(site)
+                    if time.monotonic() >= deadline:
+                        break
+    return found
