@@ -433,3 +433,24 @@ def test_no_minute_ever_holds_more_requests_than_the_limit(
     asyncio.run(run())
     for i, start in enumerate(sent):
         assert sum(1 for t in sent[i:] if t < start + 60.0) <= per_minute
+
+
+def test_a_fleet_site_polls_only_the_tickets_of_its_own_incidents(
+    tmp_path: Path, store: StateStore
+) -> None:
+    clock = Clock()
+    service = service_for(store, make_config(tmp_path), clock)
+    links = TicketLinks(store)
+
+    async def run() -> tuple[list[str], list[str], list[str]]:
+        await service.apply(service.observe("acd", CRITICAL, clock.now))
+        (ours,) = await service.list_incidents("active")
+        await links.save("desk", ours.id, "1", None, clock.now)
+        await links.save("desk", "someone-elses", "2", None, clock.now)  # no such incident here
+        every = [t.ticket_id for t in await links.due("desk", clock.now + 1)]
+        blr1 = [t.ticket_id for t in await links.due("desk", clock.now + 1, site="blr1")]
+        del2 = [t.ticket_id for t in await links.due("desk", clock.now + 1, site="del2")]
+        return every, blr1, del2
+
+    every, blr1, del2 = asyncio.run(run())
+    assert sorted(every) == ["1", "2"] and blr1 == ["1"] and del2 == []

@@ -155,11 +155,17 @@ def test_three_workers_fail_over_without_losing_or_repeating_anything(
     for name in ("w1", "w2", "w3"):
         own = json.loads(json.dumps(config))
         own["fleet"]["worker_id"] = name
+        # Each worker's dead-man's switch pings its own URL (a secret: from the env).
+        own["heartbeat"] = {"url_env": f"CCWATCH_PING_{name.upper()}", "interval": "1s"}
+        env[f"CCWATCH_PING_{name.upper()}"] = f"{receiver.url}/ping/{name}"
         own["http"] = {"listen": f"127.0.0.1:{_free_port()}", "token_env": "CCWATCH_HTTP_TOKEN"}
         workers[name] = daemon_factory(own, env=env)
     for daemon in workers.values():
         daemon.wait_http("/readyz")
     wait_until(lambda: sorted(share(pg_database).values()) == [4, 4, 4], timeout=30)
+    # Every worker is healthy (its sites' sessions up, the state store writable): it pings.
+    wait_until(lambda: pinged(receiver) >= {"w1", "w2", "w3"}, timeout=15)
+    assert not [r.path for r in list(receiver.accepted) if r.path.endswith("/fail")]
 
     exporters = Exporters(mosquitto).start()
     try:
@@ -251,7 +257,7 @@ def test_three_workers_fail_over_without_losing_or_repeating_anything(
     for event in ("open", "escalate", "deescalate"):
         per_incident = Counter(r.json["incident_id"] for r in events(receiver, event))
         assert per_incident == Counter(ids.values()), event
-    keys = [r.headers["Idempotency-Key"] for r in receiver.accepted]
+    keys = [r.headers["Idempotency-Key"] for r in receiver.accepted if r.path.endswith("/hook")]
     assert len(keys) == len(set(keys)), [k for k, n in Counter(keys).items() if n > 1]
     assert not events(receiver, "nodata")
     changes = timeline_changes(pg_database)
@@ -262,7 +268,15 @@ def test_three_workers_fail_over_without_losing_or_repeating_anything(
 
 
 def events(receiver: Receiver, event: str) -> list[Any]:
-    return [r for r in list(receiver.accepted) if r.json.get("event") == event]
+    hook = [r for r in list(receiver.accepted) if r.path.endswith("/hook")]
+    return [r for r in hook if r.json.get("event") == event]
+
+
+def pinged(receiver: Receiver) -> set[str]:
+    """The workers whose dead-man's switch pinged (healthy), by the URL's last part."""
+    return {
+        r.path.rsplit("/", 1)[1] for r in list(receiver.accepted) if r.path.startswith("/ping/")
+    }
 
 
 def _free_port() -> int:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from ccwatch.config import Config, load_config, validate_data
 from ccwatch.errors import ConfigError
 from ccwatch.heartbeat.config import HeartbeatConfig, shown_url
-from ccwatch.heartbeat.health import HealthInputs, assess
+from ccwatch.heartbeat.health import HealthInputs, assess, fleet_health
 from ccwatch.heartbeat.service import Heartbeat
 from ccwatch.heartbeat.targets import PingUrl, fail_url
 from ccwatch.tickets.adapters.base import AdapterContext
@@ -84,6 +84,41 @@ def test_the_stall_reason_says_how_long() -> None:
         "ingest stalled: no MQTT message processed since the start for 5m1s"
     )
     assert assess(never, 0.0, 301.0, None).healthy  # max_stall: null switches it off
+
+
+def test_a_fleet_worker_is_healthy_when_every_held_site_is_and_as_a_standby() -> None:
+    now = 5000.0
+    standby = fleet_health([], None, now)
+    assert assess(standby, watching_since=0.0, now=now, max_stall=300.0).healthy
+    sites = [("blr1", True, "", 4990.0), ("del2", True, "", None)]
+    assert assess(fleet_health(sites, None, now), 0.0, now, 300.0).healthy
+    one_down = [("blr1", True, "", 4990.0), ("del2", False, "connection refused", 4000.0)]
+    health = assess(fleet_health(one_down, None, now), 0.0, now, 300.0)
+    assert not health.healthy and "del2: connection refused" in health.reason
+    quiet = [("blr1", True, "", 4000.0), ("del2", True, "", 4100.0)]  # newest 900 s ago
+    assert "ingest stalled" in assess(fleet_health(quiet, None, now), 0.0, now, 300.0).reason
+    broken_store = assess(fleet_health([], "disk full", now), 0.0, now, 300.0)
+    assert not broken_store.healthy and "disk full" in broken_store.reason
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=5),
+            st.booleans(),
+            st.text(max_size=10),
+            st.none() | st.floats(min_value=0, max_value=1e6),
+        ),
+        max_size=6,
+    )
+)
+def test_a_fleet_worker_is_connected_only_when_every_held_site_is(
+    sites: list[tuple[str, bool, str, float | None]],
+) -> None:
+    inputs = fleet_health(sites, None, 1e6)
+    assert inputs.mqtt_connected is all(subscribed for _, subscribed, _, _ in sites)
+    lasts = [last for *_, last in sites if last is not None]
+    assert inputs.last_message_at == (max(lasts) if lasts else (1e6 if not sites else None))
 
 
 # --- the config ----------------------------------------------------------------------

@@ -98,17 +98,6 @@ def build_heartbeat(
     """The dead-man's switch of ``config.heartbeat`` (None when it is off). Its health
     inputs: the MQTT and state-store dependencies of ``readiness`` and the pipeline's
     last message."""
-    section = config.heartbeat
-    if not section.enabled:
-        return None
-    context = AdapterContext(site=config.site, clock=clock)
-    timeout = section.timeout
-    targets: list[Target] = []
-    if (url := section.ping_url()) is not None:
-        targets.append(PingUrl(url, config.site, timeout.total_seconds(), context))
-    if (upstream := config.heartbeat_upstream()) is not None:
-        interval = section.interval.total_seconds()
-        targets.append(WatchdogAlert(upstream, config.site, interval, timeout, context))
 
     def probe() -> HealthInputs:
         mqtt_connected, mqtt_detail = readiness.status(MQTT_READINESS)
@@ -120,6 +109,28 @@ def build_heartbeat(
             last_message_at=pipeline.last_message_at,
         )
 
+    return heartbeat_with(config, probe, registry, clock)
+
+
+def heartbeat_with(
+    config: Config,
+    probe: Callable[[], HealthInputs],
+    registry: CollectorRegistry,
+    clock: Callable[[], float] = time.time,
+) -> Heartbeat | None:
+    """The dead-man's switch of ``config.heartbeat`` with its health from ``probe`` (a
+    single-site daemon's or a fleet worker's); None when it is off."""
+    section = config.heartbeat
+    if not section.enabled:
+        return None
+    context = AdapterContext(site=config.site, clock=clock)
+    timeout = section.timeout
+    targets: list[Target] = []
+    if (url := section.ping_url()) is not None:
+        targets.append(PingUrl(url, config.site, timeout.total_seconds(), context))
+    if (upstream := config.heartbeat_upstream()) is not None:
+        interval = section.interval.total_seconds()
+        targets.append(WatchdogAlert(upstream, config.site, interval, timeout, context))
     return Heartbeat(section, targets, probe, registry, clock)
 
 

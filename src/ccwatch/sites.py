@@ -24,8 +24,11 @@ daemon's registry with a ``site`` label. ``FleetIncidents`` is ``runtime.inciden
 the HTTP API and the CLI: it passes each change to the service of the incident's site
 when this worker holds it, and refuses it (naming the worker that holds it) otherwise.
 
-Not run per worker with ``sites:`` (yet): the checklists and retention jobs, the
-dead-man's switch, the service desks' reconciler and the per-minute loss history.
+Per site also the service desks' reconciler (the site's tickets only). Per worker the
+dead-man's switch (``heartbeat:``): healthy while the state store takes writes and every
+held site's MQTT session is up and messages arrive (``heartbeat.health.fleet_health``; a
+worker holding no site is a healthy standby). Not run per worker with ``sites:`` (yet):
+the checklists and retention jobs and the per-minute loss history.
 """
 
 from __future__ import annotations
@@ -43,25 +46,29 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from ccwatch.compose import build_pipeline, configure_incident_service
+from ccwatch.compose import build_pipeline, configure_incident_service, heartbeat_with
 from ccwatch.compose import incident_settings as site_incident_settings
 from ccwatch.config import Config
 from ccwatch.errors import LeaseLostError, StateStoreError
 from ccwatch.fleet import leases
 from ccwatch.fleet.leases import Lease
 from ccwatch.fleet.manager import LeaseManager, Timings
+from ccwatch.heartbeat.health import HealthInputs, fleet_health
 from ccwatch.incidents import repository
 from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
 from ccwatch.ingest.mqtt import MqttSource
+from ccwatch.ingest.pipeline import Pipeline
 from ccwatch.mqtt import new_client, subscriptions
 from ccwatch.runtime import Runtime
 from ccwatch.state import StateStore
+from ccwatch.state.health import READINESS_NAME as STATE_READINESS
 from ccwatch.state.health import StateHealth
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
 from ccwatch.tickets.desk import DeskAdapter
 from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
+from ccwatch.tickets.reconciler import Reconciler
 from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
@@ -205,6 +212,8 @@ class FleetWorker:
         self.worker = config.fleet_settings().worker()
         self.manager: LeaseManager | None = None
         self.health: StateHealth | None = None
+        # The sites running here now: their MQTT source and pipeline (for the heartbeat).
+        self.held: dict[str, tuple[MqttSource, Pipeline]] = {}
 
     @property
     def incidents(self) -> FleetIncidents:
@@ -247,12 +256,14 @@ class FleetWorker:
         services: dict[str, Service] = {"fleet": manager.run(), "state_health": health.run()}
         if config.sites.discover:
             services["site_discovery"] = self.discover()
+        heartbeat = heartbeat_with(config, self.health_inputs, runtime.registry, runtime.clock)
+        if heartbeat is not None:
+            services["heartbeat"] = heartbeat.run()
         skipped = [
             name
             for name, on in (
                 ("checklists", bool(config.checklists.definitions)),
                 ("retention", bool(config.retention.databases)),
-                ("heartbeat", config.heartbeat.enabled),
             )
             if on
         ]
@@ -262,6 +273,16 @@ class FleetWorker:
                 ", ".join(skipped),
             )
         return services
+
+    def health_inputs(self) -> HealthInputs:
+        """The dead-man's switch of a fleet worker: the state store, and every held site's
+        MQTT session and last message (see ``fleet_health``)."""
+        state_ok, state_detail = self.runtime.readiness.status(STATE_READINESS)
+        sites = [
+            (site, source.subscribed, source.problem, pipeline.last_message_at)
+            for site, (source, pipeline) in sorted(self.held.items())
+        ]
+        return fleet_health(sites, None if state_ok else state_detail, self.runtime.clock())
 
     def _holder_of(self, site: str) -> str:
         snapshot = self.manager.snapshot if self.manager is not None else None
@@ -310,6 +331,7 @@ class FleetWorker:
                 del self.incidents.owners[site]
             if self.metrics.registries.get(site) is registry:
                 del self.metrics.registries[site]
+            self.held.pop(site, None)
             await service.aclose()
 
     def _site_services(
@@ -368,9 +390,14 @@ class FleetWorker:
                 registry,
                 upstreams={u.upstream_name for u in config.tickets if u.enabled},
                 email_relay=config.email is not None,
+                desks=list(desks),
                 clock=runtime.clock,
             )
             services["sla"] = watcher.run()
+        if desks:
+            # What the service desks say about this site's tickets (tickets/reconciler.py).
+            reconciler = Reconciler(desks, links, service, registry, clock=runtime.clock, site=site)
+            services["reconciler"] = reconciler.run()
 
         def on_change(incident: Incident, change: str) -> None:
             if dispatcher is not None:
@@ -415,6 +442,7 @@ class FleetWorker:
         )
         services["mqtt"] = source.run()
         services["incident_ticker"] = service.run_ticker(TICK_SECONDS)
+        self.held[site] = (source, pipeline)
         return services
 
     # --- discovery ------------------------------------------------------------------

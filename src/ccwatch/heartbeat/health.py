@@ -7,6 +7,7 @@ began while none has come yet). Values in, a value out; the clock is an argument
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,3 +50,18 @@ def assess(
                 f"(heartbeat.max_stall {format_duration(timedelta(seconds=max_stall))})"
             )
     return Health(not problems, "; ".join(problems))
+
+
+def fleet_health(
+    sites: Sequence[tuple[str, bool, str, float | None]],
+    state_problem: str | None,
+    now: float,
+) -> HealthInputs:
+    """A fleet worker's inputs from its held sites, each ``(site, subscribed, problem,
+    last_message_at)``: MQTT is connected when every held site's session is; the last
+    message is the newest of any site. A worker holding no site is a standby, ready to
+    take sites over: nothing to be connected to, and not stalled."""
+    down = [f"{site}: {problem}" for site, subscribed, problem, _ in sites if not subscribed]
+    lasts = [last for *_, last in sites if last is not None]
+    last = max(lasts) if lasts else (now if not sites else None)
+    return HealthInputs(not down, "; ".join(down), state_problem, last)

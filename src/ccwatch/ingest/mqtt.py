@@ -144,6 +144,8 @@ class MqttSource:
         self._queue: DropCountingQueue | None = None
         self._drops_in_session = 0
         self.connections = 0  # successful connects, for tests and the status page
+        self.subscribed = False  # connected and subscribed now (the fleet's heartbeat asks)
+        self.problem = "not connected yet"  # why not, when not
         self.reader: PacketReader | None = None  # the current session's, for tests and benches
 
     def _client(self) -> tuple[aiomqtt.Client, AckBatch, DropCountingQueue, PacketReader]:
@@ -214,6 +216,7 @@ class MqttSource:
             # stays with the broker) instead of dropping (see the module docstring).
             reader.hold_when_full()
             self.connections += 1
+            self.subscribed = True
             self.metrics.connected.set(1)
             if self.readiness is not None:
                 self.readiness.set(READINESS_NAME, True, f"connected to {where}")
@@ -265,6 +268,8 @@ class MqttSource:
         self._drops_in_session += 1
 
     def _disconnected(self, detail: str) -> None:
+        self.subscribed = False
+        self.problem = detail
         self.metrics.connected.set(0)
         if self.readiness is not None:
             self.readiness.set(READINESS_NAME, False, detail)

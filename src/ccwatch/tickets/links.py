@@ -177,12 +177,17 @@ def reopen(conn: Connection, upstream: str, incident_id: str) -> None:
         )
 
 
-def due(conn: Connection, upstream: str, now: float, limit: int) -> list[TicketLink]:
-    """Open tickets of ``upstream`` whose next poll is due, the most overdue first."""
+def due(
+    conn: Connection, upstream: str, now: float, limit: int, site: str | None = None
+) -> list[TicketLink]:
+    """Open tickets of ``upstream`` whose next poll is due, the most overdue first (of
+    the incidents of ``site`` only, when given: a fleet worker polls its sites' tickets)."""
+    where = "" if site is None else " AND incident_id IN (SELECT id FROM incidents WHERE site = ?)"
+    params: tuple[object, ...] = (upstream, now) + (() if site is None else (site,)) + (limit,)
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM desk_tickets WHERE upstream = ? AND closed = 0"
-        " AND next_poll_at <= ? ORDER BY next_poll_at, incident_id LIMIT ?",
-        (upstream, now, limit),
+        f" AND next_poll_at <= ?{where} ORDER BY next_poll_at, incident_id LIMIT ?",
+        params,
     ).fetchall()
     return [_link(tuple(r)) for r in rows]
 
@@ -224,8 +229,10 @@ class TicketLinks:
     async def reopen(self, upstream: str, incident_id: str) -> None:
         await self.store.run(lambda c: reopen(c, upstream, incident_id))
 
-    async def due(self, upstream: str, now: float, limit: int = 100) -> list[TicketLink]:
-        return await self.store.run(lambda c: due(c, upstream, now, limit))
+    async def due(
+        self, upstream: str, now: float, limit: int = 100, site: str | None = None
+    ) -> list[TicketLink]:
+        return await self.store.run(lambda c: due(c, upstream, now, limit, site))
 
     async def for_incident(self, incident_id: str) -> list[TicketLink]:
         return await self.store.run(lambda c: for_incident(c, incident_id))

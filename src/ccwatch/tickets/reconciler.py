@@ -103,6 +103,7 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         batch: int = 50,
+        site: str | None = None,
     ) -> None:
         self.desks = dict(desks)
         self.links = links
@@ -110,6 +111,7 @@ class Reconciler:
         self.metrics = shared_metrics(ReconcilerMetrics, registry)
         self.clock = clock
         self.batch = batch
+        self.site = site  # a fleet worker's reconciler polls its site's tickets only
         self._failures: dict[tuple[str, str], int] = {}
 
     async def poll_due(self, upstream: str) -> int:
@@ -117,7 +119,7 @@ class Reconciler:
         desk = self.desks[upstream]
         polled = 0
         while True:
-            due = await self.links.due(upstream, self.clock(), self.batch)
+            due = await self.links.due(upstream, self.clock(), self.batch, self.site)
             if not due:
                 return polled
             for link in due:
