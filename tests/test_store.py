@@ -112,12 +112,12 @@ def test_a_database_of_the_global_numbering_is_adopted(tmp_path: Path) -> None:
         versions = store.run_sync(schema_versions)
         # Adopted at 1, then the missing steps: incidents 2 (expired leaves the one-active
         # index) and 3 (the outbox claim), checklists 2 (the results' order as a column)
-        # and the history table, which did not exist then.
+        # and the history table, which did not exist then (with its site, step 2).
         assert versions == {
             "incidents": 3,
             "scheduler": 1,
             "checklists": 2,
-            "history": 1,
+            "history": 2,
             "maintenance": 1,
             "desk_tickets": 1,
             "extra": 1,

@@ -5,11 +5,19 @@ minute. ``LossRecorder`` fills it from the pipeline's current values, which it r
 a second (a handful of components: a few dict reads, nothing on the per-message path), and
 writes one small transaction a minute. Rows older than ``KEEP_SECONDS`` (8 days) are
 pruned by the recorder once an hour. The operator pages draw their charts from it.
+
+Each row names its ``site``: ``''`` for the one site of a single-site ccwatch (what rows
+written before the column existed became), the site's name for a site of a fleet
+(``sites:``; ``ccwatch.sites`` runs one recorder per held site, with ``prune=False``).
+A fleet prunes once, on the worker holding its ``fleet`` job lease (``prune_every``);
+``DELETE … WHERE minute < cutoff`` is idempotent, so two prunes at once would only
+repeat work, never remove a row the other keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +43,23 @@ MIGRATIONS = Migrations(
         severity   INTEGER NOT NULL,  -- the highest severity seen in that minute
         PRIMARY KEY (component, minute)
     ) WITHOUT ROWID;
+    CREATE INDEX loss_history_by_minute ON loss_history (minute);
+    """,
+        # Several sites in one database (`sites:`): the site is part of the key. The rows
+        # already there are the single site's ('').
+        2: """
+    CREATE TABLE loss_history_by_site (
+        site       TEXT NOT NULL DEFAULT '',
+        component  TEXT NOT NULL,
+        minute     INTEGER NOT NULL,
+        loss       REAL NOT NULL,
+        severity   INTEGER NOT NULL,
+        PRIMARY KEY (site, component, minute)
+    ) WITHOUT ROWID;
+    INSERT INTO loss_history_by_site (site, component, minute, loss, severity)
+        SELECT '', component, minute, loss, severity FROM loss_history;
+    DROP TABLE loss_history;
+    ALTER TABLE loss_history_by_site RENAME TO loss_history;
     CREATE INDEX loss_history_by_minute ON loss_history (minute);
     """,
     },
@@ -64,17 +89,20 @@ def minute_of(timestamp: float) -> int:
 # --- SQL ------------------------------------------------------------------------------
 
 
-def record(conn: Connection, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
+def record(
+    conn: Connection, minute: int, values: Mapping[str, tuple[float, int]], site: str = ""
+) -> None:
     """Store one minute's maxima (a minute written twice keeps the higher values)."""
     with transaction(conn):
         conn.executemany(
-            "INSERT INTO loss_history (component, minute, loss, severity) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (component, minute) DO UPDATE SET"
+            "INSERT INTO loss_history (site, component, minute, loss, severity)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (site, component, minute) DO UPDATE SET"
             " loss = CASE WHEN excluded.loss > loss_history.loss"
             " THEN excluded.loss ELSE loss_history.loss END,"
             " severity = CASE WHEN excluded.severity > loss_history.severity"
             " THEN excluded.severity ELSE loss_history.severity END",
-            [(name, minute, loss, severity) for name, (loss, severity) in values.items()],
+            [(site, name, minute, loss, severity) for name, (loss, severity) in values.items()],
         )
 
 
@@ -84,14 +112,22 @@ def prune(conn: Connection, before: float) -> int:
 
 
 def series(
-    conn: Connection, since: float, until: float, component: str | None = None
+    conn: Connection,
+    since: float,
+    until: float,
+    component: str | None = None,
+    site: str | None = None,
 ) -> dict[str, list[Point]]:
-    """The points of ``[since, until)`` by component, oldest first."""
+    """The points of ``[since, until)`` by component, oldest first; of every row's site
+    (``None``: a single-site database) or of one site of a fleet."""
     query = (
         "SELECT component, minute, loss, severity FROM loss_history"
         " WHERE minute >= ? AND minute < ?"
     )
     params: list[object] = [since, until]
+    if site is not None:
+        query += " AND site = ?"
+        params.append(site)
     if component is not None:
         query += " AND component = ?"
         params.append(component)
@@ -107,7 +143,9 @@ def series(
 class LossRecorder:
     """Samples ``readings()`` every ``sample_seconds`` and writes each minute's maxima.
 
-    ``latest`` keeps the last readings for the pages (current loss, sample age).
+    ``latest`` keeps the last readings for the pages (current loss, sample age). ``site``
+    names the rows' site (``''``: the one site of a single-site ccwatch); ``prune=False``
+    leaves pruning to ``prune_every`` (a fleet prunes once, not per site).
     """
 
     def __init__(
@@ -118,12 +156,16 @@ class LossRecorder:
         keep_seconds: float = KEEP_SECONDS,
         sample_seconds: float = SAMPLE_SECONDS,
         clock: Callable[[], float] = time.time,
+        site: str = "",
+        prune: bool = True,
     ) -> None:
         self.store = store
         self.readings = readings
         self.keep_seconds = keep_seconds
         self.sample_seconds = sample_seconds
         self.clock = clock
+        self.site = site
+        self.prune = prune
         self.latest: dict[str, Reading] = {}
         self._minute: int | None = None
         self._maxima: dict[str, tuple[float, int]] = {}
@@ -150,9 +192,9 @@ class LossRecorder:
 
     async def flush(self, minute: int, values: Mapping[str, tuple[float, int]]) -> None:
         try:
-            await self.store.run(lambda conn: record(conn, minute, values))
+            await self.store.run(lambda conn: record(conn, minute, values, self.site))
             now = self.clock()
-            if now - self._pruned_at >= PRUNE_SECONDS:
+            if self.prune and now - self._pruned_at >= PRUNE_SECONDS:
                 self._pruned_at = now
                 cutoff = now - self.keep_seconds
                 removed = await self.store.run(lambda conn: prune(conn, cutoff))
@@ -168,3 +210,23 @@ class LossRecorder:
             if finished is not None:
                 await self.flush(*finished)
             await asyncio.sleep(self.sample_seconds)
+
+
+async def prune_every(
+    store: StateStore,
+    *,
+    every: float = PRUNE_SECONDS,
+    keep_seconds: float = KEEP_SECONDS,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Prune every site's rows older than ``keep_seconds``, every ``every`` seconds, until
+    cancelled (a fleet's recorders do not prune: see the module docstring)."""
+    while True:
+        cutoff = clock() - keep_seconds
+        try:
+            removed = await store.run(functools.partial(prune, before=cutoff))
+            if removed:
+                logger.debug("loss history: pruned %d rows older than %.0f", removed, cutoff)
+        except STORE_ERRORS as exc:
+            logger.warning("loss history: could not prune: %s; trying again later", exc)
+        await asyncio.sleep(every)
