@@ -12,6 +12,14 @@ Every run is recorded in the state database (``scheduler_runs``). On start, a jo
 many fire times were missed (coalesced). A job never overlaps itself: a fire time that
 comes while the previous run is still going is skipped with a warning. A run that
 raises is logged and recorded; it never stops the scheduler.
+
+Several workers (``sites:``) share ``scheduler_runs``: a fleet runs one scheduler per
+job lease, on the worker holding it (``ccwatch.sites``), and passes the lease's
+``guard`` (checked before each run: a worker whose lease ran out starts nothing) and
+``fence`` (checked in the transaction recording a run: a worker that lost the lease
+records nothing). The next holder's scheduler starts from the shared history, so a run
+recorded by the previous holder is not repeated, and one it did not finish (it died
+mid-run) is caught up like a run missed while ccwatch was down.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ccwatch.cron import CronSchedule
+from ccwatch.errors import LeaseLostError
 from ccwatch.state import Connection, Migrations, StateStore, transaction
 
 if TYPE_CHECKING:
@@ -78,13 +87,28 @@ def last_run_times(store: StateStore) -> dict[str, datetime]:
     return store.run_sync(read)
 
 
+Guard = Callable[[], None]
+"""Raises ``LeaseLostError`` when this worker may no longer run the jobs (a fleet)."""
+Fence = Callable[[Connection], None]
+"""Run first in the transaction recording a run; raises ``LeaseLostError`` likewise."""
+
+
 class _JobRunner:
     """Runs one job at most once at a time and records each run."""
 
-    def __init__(self, job: ScheduledJob, store: StateStore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        job: ScheduledJob,
+        store: StateStore,
+        clock: Callable[[], float],
+        guard: Guard | None = None,
+        fence: Fence | None = None,
+    ) -> None:
         self.job = job
         self.store = store
         self.clock = clock
+        self.guard = guard
+        self.fence = fence
         self._lock = asyncio.Lock()
 
     async def __call__(self) -> None:
@@ -95,6 +119,12 @@ class _JobRunner:
             )
             return
         async with self._lock:
+            if self.guard is not None:
+                try:
+                    self.guard()
+                except LeaseLostError as exc:
+                    logger.warning("scheduled job %s not run here: %s", self.job.name, exc)
+                    return
             started_at = self.clock()
             try:
                 await self.job.run()
@@ -107,9 +137,14 @@ class _JobRunner:
                     type(exc).__name__,
                     exc,
                 )
-            await self.store.run(
-                lambda c: _record_run_in(c, self.job.name, started_at, self.clock())
-            )
+            try:
+                await self.store.run(
+                    lambda c: _record_run_in(
+                        c, self.job.name, started_at, self.clock(), self.fence
+                    )
+                )
+            except LeaseLostError as exc:
+                logger.warning("scheduled job %s: run not recorded here: %s", self.job.name, exc)
 
 
 def add_runner(scheduler: AsyncIOScheduler, runner: _JobRunner, trigger: BaseTrigger) -> None:
@@ -132,9 +167,15 @@ def add_runner(scheduler: AsyncIOScheduler, runner: _JobRunner, trigger: BaseTri
 
 
 def _record_run_in(
-    connection: Connection, job: str, started_at: float, finished_at: float
+    connection: Connection,
+    job: str,
+    started_at: float,
+    finished_at: float,
+    fence: Fence | None = None,
 ) -> None:
     with transaction(connection):
+        if fence is not None:
+            fence(connection)
         connection.execute(
             "INSERT INTO scheduler_runs (job, last_run_at, finished_at) VALUES (?, ?, ?) "
             "ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, "
@@ -148,16 +189,19 @@ async def run_scheduler(
     store: StateStore,
     *,
     clock: Callable[[], float] = time.time,
+    guard: Guard | None = None,
+    fence: Fence | None = None,
 ) -> None:
     """Run ``jobs`` on their cron schedules until cancelled (see the module docstring).
 
     ``clock`` (Unix seconds) decides what was missed while the daemon was down and
-    stamps the run history; tests pass a fixed one.
+    stamps the run history; tests pass a fixed one. ``guard`` and ``fence``: a job
+    lease's, on a worker of a fleet.
     """
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"scheduled job names must be unique: {names}")
-    runners = {job.name: _JobRunner(job, store, clock) for job in jobs}
+    runners = {job.name: _JobRunner(job, store, clock, guard, fence) for job in jobs}
     history = await store.run(
         lambda c: {
             row["job"]: datetime.fromtimestamp(row["last_run_at"], UTC)

@@ -1,5 +1,5 @@
-"""Site leases in the state database (PostgreSQL): this module owns ``site_leases`` and
-``fleet_workers`` and all their SQL.
+"""Site and job leases in the state database (PostgreSQL): this module owns
+``site_leases``, ``job_leases`` and ``fleet_workers`` and all their SQL.
 
 A worker processes a site only while it holds the site's lease: a row of
 ``site_leases`` with ``holder`` (the worker id), ``epoch`` (the fencing token: every
@@ -24,7 +24,14 @@ in the database; ``guard()`` raises ``LeaseLostError`` once it has passed (the w
 stops the site and sends nothing more), ``fence(conn)`` is ``guard()`` plus ``check``.
 
 ``fleet_workers`` has one row per live worker (a heartbeat each round, expiring like a
-lease): the balancing counts them. See docs/architecture.md, "Several sites and workers".
+lease): the balancing counts them.
+
+``job_leases`` holds the fleet's *job leases* with the same columns and the same
+statements (``table=JOBS``): ``fleet`` (the fleet's scheduled jobs, retention, the
+pruning of the loss history and the incidents they raise) and ``host:<host>`` (that
+host's checklists). Each is held by one worker at a time, like a site, but outside the
+balancing: a worker takes one whenever it is free or expired. See docs/architecture.md,
+"Several sites and workers".
 """
 
 from __future__ import annotations
@@ -57,8 +64,34 @@ MIGRATIONS = Migrations(
         expires_at   REAL NOT NULL
     );
     """,
+        # The job leases (`fleet`, `host:<host>`): one holder each, fenced like a site.
+        2: """
+    CREATE TABLE job_leases (
+        job          TEXT PRIMARY KEY,
+        holder       TEXT,
+        epoch        INTEGER NOT NULL DEFAULT 0,
+        expires_at   REAL NOT NULL DEFAULT 0,
+        renewed_at   REAL,
+        acquired_at  REAL
+    );
+    """,
     },
 )
+
+
+@dataclass(frozen=True)
+class LeaseTable:
+    """A table of leases: ``site_leases`` (key ``site``) or ``job_leases`` (key ``job``);
+    the same columns, the same statements."""
+
+    name: str
+    key: str
+
+
+SITES = LeaseTable("site_leases", "site")
+JOBS = LeaseTable("job_leases", "job")
+FLEET_JOB = "fleet"  # the job lease of the fleet's own jobs
+HOST_JOB_PREFIX = "host:"  # + the host name: the job lease of a host's checklists
 
 NOW = "EXTRACT(EPOCH FROM now())::float8"
 # A worker row is forgotten this long after it stopped renewing (the fleet view shows
@@ -126,20 +159,20 @@ class WorkerRow:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The lease table, the workers and the database's clock, read in one go."""
+    """The lease tables, the workers and the database's clock, read in one go (the rows
+    of ``jobs`` name their job lease in ``site``)."""
 
     now: float
     leases: list[LeaseRow]
     workers: list[WorkerRow]
+    jobs: list[LeaseRow] = field(default_factory=list)
 
     def live_workers(self) -> list[WorkerRow]:
         return [w for w in self.workers if w.live_at(self.now)]
 
 
-def snapshot(conn: Connection) -> Snapshot:
-    _postgresql(conn)
-    now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
-    leases = [
+def _lease_rows(conn: Connection, table: LeaseTable) -> list[LeaseRow]:
+    return [
         LeaseRow(
             str(row[0]),
             row[1],
@@ -149,10 +182,16 @@ def snapshot(conn: Connection) -> Snapshot:
             None if row[5] is None else float(row[5]),
         )
         for row in conn.execute(
-            "SELECT site, holder, epoch, expires_at, renewed_at, acquired_at"
-            " FROM site_leases ORDER BY site"
+            f"SELECT {table.key}, holder, epoch, expires_at, renewed_at, acquired_at"
+            f" FROM {table.name} ORDER BY {table.key}"
         ).fetchall()
     ]
+
+
+def snapshot(conn: Connection) -> Snapshot:
+    _postgresql(conn)
+    now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
+    leases = _lease_rows(conn, SITES)
     workers = [
         WorkerRow(str(row[0]), str(row[1]), float(row[2]), float(row[3]), float(row[4]))
         for row in conn.execute(
@@ -161,30 +200,35 @@ def snapshot(conn: Connection) -> Snapshot:
             (now - FORGET_WORKERS_AFTER,),
         ).fetchall()
     ]
-    return Snapshot(now, leases, workers)
+    return Snapshot(now, leases, workers, _lease_rows(conn, JOBS))
 
 
 # --- leases -----------------------------------------------------------------------------
 
 
-def acquire(conn: Connection, site: str, worker: str, ttl: float) -> int | None:
-    """Take ``site`` if it is free or its lease expired; returns the new epoch, or None
-    when another worker (or this one, unexpired) holds it."""
+def acquire(
+    conn: Connection, site: str, worker: str, ttl: float, table: LeaseTable = SITES
+) -> int | None:
+    """Take ``site`` (or a job lease, ``table=JOBS``) if it is free or its lease expired;
+    returns the new epoch, or None when another worker (or this one, unexpired) holds it."""
     _postgresql(conn)
+    t, key = table.name, table.key
     row = conn.execute(
-        "INSERT INTO site_leases (site, holder, epoch, expires_at, renewed_at, acquired_at)"
+        f"INSERT INTO {t} ({key}, holder, epoch, expires_at, renewed_at, acquired_at)"
         f" VALUES (?, ?, 1, {NOW} + ?, {NOW}, {NOW})"
-        " ON CONFLICT (site) DO UPDATE SET holder = excluded.holder,"
-        " epoch = site_leases.epoch + 1, expires_at = excluded.expires_at,"
+        f" ON CONFLICT ({key}) DO UPDATE SET holder = excluded.holder,"
+        f" epoch = {t}.epoch + 1, expires_at = excluded.expires_at,"
         " renewed_at = excluded.renewed_at, acquired_at = excluded.acquired_at"
-        f" WHERE site_leases.holder IS NULL OR site_leases.expires_at <= {NOW}"
+        f" WHERE {t}.holder IS NULL OR {t}.expires_at <= {NOW}"
         " RETURNING epoch",
         (site, worker, ttl),
     ).fetchone()
     return None if row is None else int(row[0])
 
 
-def renew(conn: Connection, worker: str, ttl: float, sites: Iterable[str]) -> dict[str, int]:
+def renew(
+    conn: Connection, worker: str, ttl: float, sites: Iterable[str], table: LeaseTable = SITES
+) -> dict[str, int]:
     """Extend the unexpired leases of ``worker`` on ``sites`` to now + ``ttl``; returns
     site → epoch of the leases renewed (one the worker thinks it holds and that is
     missing, or has another epoch, is lost). Only the sites the worker runs: a lease it
@@ -194,43 +238,54 @@ def renew(conn: Connection, worker: str, ttl: float, sites: Iterable[str]) -> di
     if not names:
         return {}
     rows = conn.execute(
-        f"UPDATE site_leases SET expires_at = {NOW} + ?, renewed_at = {NOW}"
-        f" WHERE holder = ? AND expires_at > {NOW} AND site = ANY(?) RETURNING site, epoch",
+        f"UPDATE {table.name} SET expires_at = {NOW} + ?, renewed_at = {NOW}"
+        f" WHERE holder = ? AND expires_at > {NOW} AND {table.key} = ANY(?)"
+        f" RETURNING {table.key}, epoch",
         (ttl, worker, names),
     ).fetchall()
     return {str(site): int(epoch) for site, epoch in rows}
 
 
-def release(conn: Connection, site: str, worker: str, epoch: int) -> bool:
+def release(
+    conn: Connection, site: str, worker: str, epoch: int, table: LeaseTable = SITES
+) -> bool:
     """Give ``site`` back (only at the epoch held): another worker may take it at once."""
     _postgresql(conn)
     return (
         conn.execute(
-            "UPDATE site_leases SET holder = NULL, expires_at = 0"
-            " WHERE site = ? AND holder = ? AND epoch = ?",
+            f"UPDATE {table.name} SET holder = NULL, expires_at = 0"
+            f" WHERE {table.key} = ? AND holder = ? AND epoch = ?",
             (site, worker, epoch),
         ).rowcount
         > 0
     )
 
 
-def check(conn: Connection, site: str, worker: str, epoch: int, idle_timeout: float) -> None:
+def check(
+    conn: Connection,
+    site: str,
+    worker: str,
+    epoch: int,
+    idle_timeout: float,
+    table: LeaseTable = SITES,
+) -> None:
     """The fence, inside the caller's transaction: raises ``LeaseLostError`` unless
     ``worker`` holds ``site`` at ``epoch`` and the lease has not expired; keeps the row
     share-locked until the transaction ends (see the module docstring)."""
+    t, key = table.name, table.key
     row = conn.execute(
         "SELECT set_config('idle_in_transaction_session_timeout', ?, true)"
-        f" FROM site_leases WHERE site = ? AND holder = ? AND epoch = ? AND expires_at > {NOW}"
+        f" FROM {t} WHERE {key} = ? AND holder = ? AND epoch = ? AND expires_at > {NOW}"
         " FOR SHARE",
         (str(max(1, round(idle_timeout * 1000))), site, worker, epoch),
     ).fetchone()
     if row is not None:
         return
     now_row = conn.execute(
-        f"SELECT holder, epoch, expires_at, {NOW} FROM site_leases WHERE site = ?", (site,)
+        f"SELECT holder, epoch, expires_at, {NOW} FROM {t} WHERE {key} = ?", (site,)
     ).fetchone()
     if now_row is None:
-        why = "the site has no lease row"
+        why = "no lease row"
     elif now_row[0] is not None and (now_row[0] != worker or int(now_row[1]) != epoch):
         why = f"taken by {now_row[0]} at epoch {now_row[1]}"
     elif now_row[0] is None:
@@ -253,6 +308,7 @@ class Lease:
     deadline: float  # time.monotonic() after which the site stops here
     idle_timeout: float = 5.0  # seconds a fenced transaction may sit idle in PostgreSQL
     lost: LeaseLostError | None = None
+    table: LeaseTable = SITES  # JOBS: a job lease (``site`` is its name)
     monotonic: Callable[[], float] = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -282,7 +338,7 @@ class Lease:
         """``guard()``, then ``check`` in the caller's transaction (a ``repository.Fence``)."""
         self.guard()
         try:
-            check(conn, self.site, self.worker, self.epoch, self.idle_timeout)
+            check(conn, self.site, self.worker, self.epoch, self.idle_timeout, self.table)
         except LeaseLostError as exc:
             raise self.lose(exc.why) from None
 
@@ -294,11 +350,12 @@ def acquire_lease(
     ttl: float,
     margin: float,
     monotonic: Callable[[], float] = time.monotonic,
+    table: LeaseTable = SITES,
 ) -> Lease | None:
     """``acquire`` as a ``Lease`` whose deadline counts from before the statement."""
     started = monotonic()
     with transaction(conn):
-        epoch = acquire(conn, site, worker, ttl)
+        epoch = acquire(conn, site, worker, ttl, table)
     if epoch is None:
         return None
     return Lease(
@@ -308,4 +365,5 @@ def acquire_lease(
         started + ttl - margin,
         idle_timeout=max(1.0, margin),
         monotonic=monotonic,
+        table=table,
     )
