@@ -194,6 +194,11 @@ class Config(StrictModel):
                 "mqtt -> client_id: not with sites: (each site's session is "
                 "<fleet.client_id_prefix>-<site>)"
             )
+        if self.site in self.sites.configured():
+            raise ValueError(
+                f"site: {self.site} names the fleet (the site of its retention incidents); "
+                "it cannot also be one of its sites"
+            )
         for name, settings in {"default": self.sites.default, **self.sites.per_site}.items():
             if settings.components is not None:
                 merged = {**self.components, **settings.components}

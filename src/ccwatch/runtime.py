@@ -37,6 +37,8 @@ class Runtime:
     # The current generation's loss recorder (set by ``build_services``): the pages read
     # its latest readings.
     recorder: LossRecorder | None = None
+    # With ``sites:``: the loss recorder of each site held here (``sites.FleetWorker``).
+    site_recorders: dict[str, LossRecorder] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     # Scheduled (config) and ad-hoc windows; the incident service asks it on every open.
     maintenance: MaintenanceCalendar = field(default_factory=MaintenanceCalendar)

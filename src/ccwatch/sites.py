@@ -24,11 +24,30 @@ daemon's registry with a ``site`` label. ``FleetIncidents`` is ``runtime.inciden
 the HTTP API and the CLI: it passes each change to the service of the incident's site
 when this worker holds it, and refuses it (naming the worker that holds it) otherwise.
 
-Per site also the service desks' reconciler (the site's tickets only). Per worker the
-dead-man's switch (``heartbeat:``): healthy while the state store takes writes and every
-held site's MQTT session is up and messages arrive (``heartbeat.health.fleet_health``; a
-worker holding no site is a healthy standby). Not run per worker with ``sites:`` (yet):
-the checklists and retention jobs and the per-minute loss history.
+Per site also the service desks' reconciler (the site's tickets only) and the loss
+recorder (``history.LossRecorder``, the site's rows of ``loss_history``; it does not
+prune). Per worker the dead-man's switch (``heartbeat:``): healthy while the state store
+takes writes and every held site's MQTT session is up and messages arrive
+(``heartbeat.health.fleet_health``; a worker holding no site is a healthy standby).
+
+Scheduled jobs run under *job leases* (``fleet.leases.JOBS``), each held by one worker
+of the fleet at a time, like a site but outside the balancing (``run_job(lease)``):
+
+- ``fleet``: the fleet's own jobs — retention (``retention:``, the contact-center
+  databases are the fleet's, so one run per occurrence for the whole fleet) and the
+  hourly pruning of ``loss_history`` — and the incidents they raise, of the site
+  ``config.site`` (the fleet's name);
+- ``host:<host>`` (with a scheduled checklist): the checklists, which check the host
+  they run on, so each host of the fleet runs them for itself, once (two workers on one
+  host: one of them). Their runs are named ``<checklist>@<host>`` (history, metrics,
+  report) and their incidents are of the site ``host:<host>``.
+
+The holder of a job lease runs, for its incidents' site, what a site runs but MQTT: an
+incident service fenced by the job lease, its dispatcher, SLA watcher, reconciler and
+ticker, and one scheduler (``ccwatch.scheduler``) whose runs check the lease before they
+start and are recorded under its fence in the shared ``scheduler_runs``. One writer per
+incidents' site, as for a site: that is why a lease covers an incidents' site and all
+its jobs rather than one job.
 """
 
 from __future__ import annotations
@@ -46,12 +65,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from ccwatch import history
 from ccwatch.compose import build_pipeline, configure_incident_service, heartbeat_with
 from ccwatch.compose import incident_settings as site_incident_settings
 from ccwatch.config import Config
 from ccwatch.errors import LeaseLostError, StateStoreError
 from ccwatch.fleet import leases
-from ccwatch.fleet.leases import Lease
+from ccwatch.fleet.leases import FLEET_JOB, HOST_JOB_PREFIX, Lease
 from ccwatch.fleet.manager import LeaseManager, Timings
 from ccwatch.heartbeat.health import HealthInputs, fleet_health
 from ccwatch.incidents import repository
@@ -74,6 +94,10 @@ from ccwatch.tickets.service import SlaWatcher
 logger = logging.getLogger(__name__)
 
 Service = Coroutine[Any, Any, None]
+Extras = Callable[
+    [Config, IncidentService, Lease, CollectorRegistry, asyncio.Event],
+    Awaitable[dict[str, Service]],
+]
 TICK_SECONDS = 1.0
 OUTBOX_POLL_SECONDS = 10.0
 DISCOVERY_LISTEN = 2.0  # seconds the topics are listened to per discovery pass
@@ -210,6 +234,7 @@ class FleetWorker:
         runtime.registry.register(self.metrics)
         config = runtime.config
         self.worker = config.fleet_settings().worker()
+        self.host = config.fleet_settings().host_name()
         self.manager: LeaseManager | None = None
         self.health: StateHealth | None = None
         # The sites running here now: their MQTT source and pipeline (for the heartbeat).
@@ -247,6 +272,8 @@ class FleetWorker:
             runtime.registry,
             discover=config.sites.discover,
             readiness=runtime.readiness,
+            jobs=self.job_leases(config),
+            start_job=self.run_job,
         )
         self.manager = manager
         runtime.fleet = manager
@@ -259,20 +286,35 @@ class FleetWorker:
         heartbeat = heartbeat_with(config, self.health_inputs, runtime.registry, runtime.clock)
         if heartbeat is not None:
             services["heartbeat"] = heartbeat.run()
-        skipped = [
-            name
-            for name, on in (
-                ("checklists", bool(config.checklists.definitions)),
-                ("retention", bool(config.retention.databases)),
-            )
-            if on
-        ]
-        if skipped:
-            logger.warning(
-                "sites: %s not run by a fleet worker (yet); run them on a single-site ccwatch",
-                ", ".join(skipped),
-            )
         return services
+
+    def job_leases(self, config: Config) -> list[str]:
+        """The job leases this worker takes when free (see the module docstring)."""
+        wanted = [FLEET_JOB]
+        if any(c.schedule is not None for c in config.checklists.definitions):
+            wanted.append(HOST_JOB_PREFIX + self.host)
+        return wanted
+
+    def job_site(self, name: str) -> str:
+        """The site of the incidents a job lease's jobs raise."""
+        return self.runtime.config.site if name == FLEET_JOB else name
+
+    def job_config(self, name: str) -> Config:
+        """The config as a job lease's jobs see it: its incidents' site and, for a host,
+        its checklists named ``<checklist>@<host>``."""
+        config = self.runtime.config
+        if name == FLEET_JOB:
+            return config
+        host = name.removeprefix(HOST_JOB_PREFIX)
+        checklists = config.checklists.model_copy(
+            update={
+                "definitions": [
+                    c.model_copy(update={"name": f"{c.name}@{host}"})
+                    for c in config.checklists.definitions
+                ]
+            }
+        )
+        return config.model_copy(update={"site": name, "checklists": checklists})
 
     def health_inputs(self) -> HealthInputs:
         """The dead-man's switch of a fleet worker: the state store, and every held site's
@@ -287,8 +329,12 @@ class FleetWorker:
     def _holder_of(self, site: str) -> str:
         snapshot = self.manager.snapshot if self.manager is not None else None
         if snapshot is not None:
-            for row in snapshot.leases:
-                if row.site == site and row.held_at(snapshot.now):
+            rows, name = snapshot.leases, site
+            if site == self.runtime.config.site or site.startswith(HOST_JOB_PREFIX):
+                rows = snapshot.jobs
+                name = FLEET_JOB if site == self.runtime.config.site else site
+            for row in rows:
+                if row.site == name and row.held_at(snapshot.now):
                     urls = {w.worker: w.url for w in snapshot.workers}
                     return f"worker {row.holder} ({urls.get(row.holder or '', '?')})"
         return "no worker right now (it is moving)"
@@ -297,9 +343,20 @@ class FleetWorker:
 
     async def run_site(self, lease: Lease) -> None:
         """The site's services until cancelled or the lease is lost (raises it)."""
-        site = lease.site
+        await self._run_lease(lease, self.runtime.config.for_site(lease.site), self._site_extras)
+
+    async def run_job(self, lease: Lease) -> None:
+        """A job lease's jobs and its incidents' services, until cancelled or the lease
+        is lost (raises it); see the module docstring."""
+        await self._run_lease(lease, self.job_config(lease.site), self._job_extras)
+
+    async def _run_lease(self, lease: Lease, config: Config, extras: Extras) -> None:
+        """What a lease covers: an incident service of ``config.site`` fenced by the
+        lease, its dispatcher, SLA watcher, reconciler and ticker, and ``extras`` (a
+        site's MQTT session and pipeline, a job lease's scheduler)."""
+        site = config.site
+        what = "site" if lease.table is leases.SITES else f"job lease {lease.site}: site"
         runtime = self.runtime
-        config = runtime.config.for_site(site)
         registry = CollectorRegistry()
         stopping = asyncio.Event()
         service = IncidentService(
@@ -312,15 +369,18 @@ class FleetWorker:
         )
         try:
             self.metrics.registries[site] = registry
-            services = self._site_services(config, service, lease, registry, stopping)
+            services = self._site_services(config, service, lease, registry)
+            services.update(await extras(config, service, lease, registry, stopping))
             await service.load()
             freed = await runtime.store.run(
                 lambda c: repository.release_site_claims(c, site, lease.fence)
             )
             if freed:
-                logger.info("site %s: %d outbox row(s) of the previous holder freed", site, freed)
+                logger.info(
+                    "%s %s: %d outbox row(s) of the previous holder freed", what, site, freed
+                )
             self.incidents.owners[site] = service
-            logger.info("site %s: processing here (lease epoch %d)", site, lease.epoch)
+            logger.info("%s %s: processing here (lease epoch %d)", what, site, lease.epoch)
             async with asyncio.TaskGroup() as group:
                 for name, coroutine in services.items():
                     group.create_task(coroutine, name=f"{site}:{name}")
@@ -332,6 +392,7 @@ class FleetWorker:
             if self.metrics.registries.get(site) is registry:
                 del self.metrics.registries[site]
             self.held.pop(site, None)
+            runtime.site_recorders.pop(site, None)
             await service.aclose()
 
     def _site_services(
@@ -340,8 +401,9 @@ class FleetWorker:
         service: IncidentService,
         lease: Lease,
         registry: CollectorRegistry,
-        stopping: asyncio.Event,
     ) -> dict[str, Service]:
+        """The services of an incidents' site (a site, or a job lease's): dispatcher, SLA
+        watcher, reconciler, ticker, and the incident service's hooks."""
         runtime = self.runtime
         site = config.site
         links = TicketLinks(runtime.store)
@@ -412,6 +474,20 @@ class FleetWorker:
             on_write_failure=self.health.wake if self.health is not None else _nothing,
             calendar=runtime.maintenance,
         )
+        services["incident_ticker"] = service.run_ticker(TICK_SECONDS)
+        return services
+
+    async def _site_extras(
+        self,
+        config: Config,
+        service: IncidentService,
+        lease: Lease,
+        registry: CollectorRegistry,
+        stopping: asyncio.Event,
+    ) -> dict[str, Service]:
+        """A site's MQTT session, pipeline and loss recorder."""
+        runtime = self.runtime
+        site = config.site
         pipeline = build_pipeline(config, service, registry, runtime.clock)
 
         def handle(topic: str, payload: bytes, received_at: float) -> Awaitable[None] | None:
@@ -440,9 +516,54 @@ class FleetWorker:
             runtime.clock,
             client_id=config.mqtt_client_id,
         )
-        services["mqtt"] = source.run()
-        services["incident_ticker"] = service.run_ticker(TICK_SECONDS)
+        # The site's per-minute loss history (the pages' charts); the fleet prunes it once,
+        # under the `fleet` job lease.
+        recorder = history.LossRecorder(
+            runtime.store, pipeline.readings, clock=runtime.clock, site=site, prune=False
+        )
         self.held[site] = (source, pipeline)
+        runtime.site_recorders[site] = recorder
+        return {"mqtt": source.run(), "loss_history": recorder.run()}
+
+    async def _job_extras(
+        self,
+        config: Config,
+        service: IncidentService,
+        lease: Lease,
+        registry: CollectorRegistry,
+        stopping: asyncio.Event,
+    ) -> dict[str, Service]:
+        """A job lease's scheduler (and, for ``fleet``, the loss history's pruning)."""
+        runtime = self.runtime
+        from ccwatch.scheduler import ScheduledJob, run_scheduler
+
+        services: dict[str, Service] = {}
+        jobs: list[ScheduledJob] = []
+        if lease.site == FLEET_JOB:
+            from ccwatch.retention.job import retention_scheduled_jobs
+
+            jobs += retention_scheduled_jobs(config.retention, registry=registry, incidents=service)
+            services["loss_history_prune"] = history.prune_every(runtime.store, clock=runtime.clock)
+        else:
+            from ccwatch.checklists.service import checklist_scheduled_jobs
+
+            # The checks read the fleet's settings (the root config); the history and
+            # the metrics they restore from it are the host's (``<checklist>@<host>``).
+            settings = runtime.config.check_settings()
+            jobs += await asyncio.to_thread(
+                lambda: checklist_scheduled_jobs(
+                    config.checklists,
+                    settings,
+                    config.email,
+                    store=runtime.store,
+                    registry=registry,
+                    incidents=service,
+                )
+            )
+        if jobs:
+            services["scheduler"] = run_scheduler(
+                jobs, runtime.store, clock=runtime.clock, guard=lease.guard, fence=lease.fence
+            )
         return services
 
     # --- discovery ------------------------------------------------------------------
@@ -455,7 +576,9 @@ class FleetWorker:
         every = config.sites.discover_every.total_seconds()
         while True:
             try:
-                found = sorted(await discover_sites(config, f"{self.worker}-discovery"))
+                seen = await discover_sites(config, f"{self.worker}-discovery")
+                # `site` names the fleet (its own incidents' site), never one of its sites.
+                found = sorted(seen - {config.site})
                 if found:
                     await self.runtime.store.run(
                         lambda c, names=found: leases.ensure_sites(c, names)  # type: ignore[misc]

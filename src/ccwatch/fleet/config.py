@@ -107,6 +107,13 @@ class FleetConfig(StrictModel):
     advertise_url: str | None = Field(
         None, description="how other workers' pages link to this one (default http://<http.listen>)"
     )
+    host: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=100,
+        description="the host whose checklists this worker runs (job lease host:<host>); "
+        "default: the host name",
+    )
 
     @model_validator(mode="after")
     def _timings_fit(self) -> FleetConfig:
@@ -135,3 +142,8 @@ class FleetConfig(StrictModel):
 
     def worker(self) -> str:
         return self.worker_id or default_worker_id()
+
+    def host_name(self) -> str:
+        """The host of this worker's checklists: ``host``, else the short host name (the
+        same for every worker on one machine, and across restarts)."""
+        return self.host or socket.gethostname().split(".")[0] or "localhost"

@@ -179,12 +179,32 @@ def _checklist_summary(conn: Connection, name: str) -> dict[str, Any]:
     }
 
 
+def checklist_names(runtime: Runtime) -> list[str]:
+    """The checklists whose runs the pages show: the config's; with ``sites:`` each
+    host's of the fleet (``<checklist>@<host>``, the hosts from the job leases)."""
+    names = [c.name for c in runtime.config.checklists.definitions]
+    manager = runtime.fleet
+    if manager is None:
+        return names
+    from ccwatch.fleet.leases import HOST_JOB_PREFIX  # only with sites:
+
+    snapshot = manager.snapshot
+    hosts = sorted(
+        row.site.removeprefix(HOST_JOB_PREFIX)
+        for row in (snapshot.jobs if snapshot is not None else [])
+        if row.site.startswith(HOST_JOB_PREFIX)
+    )
+    return [f"{name}@{host}" for host in hosts for name in names]
+
+
 def retention_runs(runtime: Runtime) -> list[dict[str, Any]]:
-    """Per configured database: what the retention metrics say (no table keeps runs)."""
+    """Per configured database: what the retention metrics say (no table keeps runs).
+    With ``sites:``: the runs this worker made while it held the ``fleet`` job lease."""
     registry = runtime.registry
     found = []
+    fleet_labels = {"site": runtime.config.site} if runtime.fleet is not None else {}
     for database in runtime.config.retention.databases:
-        labels = {"database": database.name}
+        labels = {**fleet_labels, "database": database.name}
         last_ok = registry.get_sample_value(
             "ccwatch_retention_last_success_timestamp_seconds", labels
         )
@@ -227,6 +247,7 @@ async def sites_view(runtime: Runtime, now: float) -> dict[str, Any]:
             "fleet": False,
             "worker": None,
             "workers": [],
+            "jobs": [],
             "sites": [
                 {
                     "site": config.site,
@@ -246,6 +267,19 @@ async def sites_view(runtime: Runtime, now: float) -> dict[str, Any]:
 
     snapshot, counts = await runtime.store.run(load)
     here = manager.held()
+    jobs_here = manager.held_jobs()
+    jobs = [
+        {
+            "lease": row.site,
+            "holder": row.holder if row.held_at(snapshot.now) else None,
+            "epoch": row.epoch,
+            "held_here": row.site in jobs_here and jobs_here[row.site].lost is None,
+            "lease_expires_in_seconds": (
+                round(row.expires_at - snapshot.now, 1) if row.held_at(snapshot.now) else None
+            ),
+        }
+        for row in snapshot.jobs
+    ]
     sites: list[dict[str, Any]] = []
     for row in snapshot.leases:
         held = row.held_at(snapshot.now)
@@ -277,7 +311,13 @@ async def sites_view(runtime: Runtime, now: float) -> dict[str, Any]:
         }
         for w in snapshot.workers
     ]
-    return {"fleet": True, "worker": manager.worker, "workers": workers, "sites": sites}
+    return {
+        "fleet": True,
+        "worker": manager.worker,
+        "workers": workers,
+        "sites": sites,
+        "jobs": jobs,
+    }
 
 
 def _gauge(runtime: Runtime, name: str, labels: dict[str, str]) -> bool | None:
@@ -285,23 +325,49 @@ def _gauge(runtime: Runtime, name: str, labels: dict[str, str]) -> bool | None:
     return None if value is None else value == 1
 
 
-async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
-    """The overview page's values (loss charts over the last 24 hours)."""
+class UnknownSiteError(LookupError):
+    """``/?site=`` names no site of the fleet (answered 404)."""
+
+
+def _fleet_sites(runtime: Runtime) -> set[str]:
     config = runtime.config
-    site = config.site
+    known = set(config.sites.configured()) if config.sites is not None else set()
+    snapshot = runtime.fleet.snapshot if runtime.fleet is not None else None
+    if snapshot is not None:
+        known.update(row.site for row in snapshot.leases)
+    return known
+
+
+async def overview(runtime: Runtime, now: float, site: str | None = None) -> dict[str, Any]:
+    """The overview page's values (loss charts over the last 24 hours). With ``sites:``,
+    ``site`` (``/?site=…``) shows that site's components (raises ``UnknownSiteError``)."""
+    config = runtime.config
     start = float(history.minute_of(now - DAY) + 60)
     end = start + DAY
     upstream_names = [u.upstream_name for u in config.tickets if u.enabled]
-    checklist_names = [c.name for c in config.checklists.definitions]
+    names_of_checklists = checklist_names(runtime)
     fleet = runtime.fleet is not None
+    shown: str | None = None  # with sites: the site whose components are shown
+    if fleet and site:
+        if site not in _fleet_sites(runtime):
+            raise UnknownSiteError(f"no site named {site[:80]!r} in this fleet")
+        shown = site
+    components = config.components
+    if shown is not None:
+        components = config.for_site(shown).components
 
     def load(conn: Connection) -> _OverviewRows:
         dead_rows = repository.outbox_rows(conn, status="dead", limit=DEAD_LETTER_SCAN)
         return _OverviewRows(
-            # Several sites: the open incidents of every site.
-            active=repository.active_incidents(conn, site=None if fleet else site),
-            history=history.series(conn, start, end),
-            checklists=[_checklist_summary(conn, name) for name in checklist_names],
+            # Several sites: the open incidents of every site, or of the site shown.
+            active=repository.active_incidents(conn, site=shown if fleet else config.site),
+            # Several sites: only the site shown has tiles (each site's own rows).
+            history=(
+                history.series(conn, start, end, site=shown)
+                if not fleet or shown is not None
+                else {}
+            ),
+            checklists=[_checklist_summary(conn, name) for name in names_of_checklists],
             upstreams={name: repository.outbox_depth(conn, name) for name in upstream_names},
             dead=Counter(str(row["upstream"]) for row in dead_rows),
             dead_scanned=len(dead_rows),
@@ -310,29 +376,42 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     rows = await runtime.store.run(load)
     thresholds = config.classification.thresholds
     stale_after = config.classification.stale_after.total_seconds()
-    latest = runtime.recorder.latest if runtime.recorder is not None else {}
+    recorder = runtime.recorder if shown is None else runtime.site_recorders.get(shown)
+    latest = recorder.latest if recorder is not None else {}
     incident_of = {i.component: i for i in rows.active}
     tiles = []
-    # Several sites: no component tiles (each site's live values are its worker's).
-    for name in () if fleet else config.components:
+    # Several sites: component tiles only for the site asked for (each site's live values
+    # are its worker's; another worker's site shows its last recorded minute).
+    for name in () if fleet and shown is None else components:
         reading = latest.get(name)
         age = None if reading is None else max(0.0, now - reading.sampled_at)
         severity = reading.severity if reading is not None else Severity.NONE
         points = rows.history.get(name, [])
         incident = incident_of.get(name)
-        tiles.append(
-            {
-                "component": name,
-                "severity": severity.label,
-                "loss": None if reading is None else reading.loss,
-                "sample_age_seconds": None if age is None else round(age, 1),
-                "nodata": age is None or age > stale_after,
-                "incident": None if incident is None else incident.id,
-                "incident_state": None if incident is None else incident.state,
-                "maintenance": _window_of(runtime, name, now),
-                "chart": loss_chart([(p.minute, p.loss) for p in points], start, end, thresholds),
-            }
-        )
+        tile = {
+            "component": name,
+            "severity": severity.label,
+            "loss": None if reading is None else reading.loss,
+            "sample_age_seconds": None if age is None else round(age, 1),
+            "nodata": age is None or age > stale_after,
+            "incident": None if incident is None else incident.id,
+            "incident_state": None if incident is None else incident.state,
+            "maintenance": _window_of(runtime, name, now),
+            "chart": loss_chart([(p.minute, p.loss) for p in points], start, end, thresholds),
+        }
+        if shown is not None:
+            tile["site"] = shown
+            tile["here"] = recorder is not None
+            if recorder is None and points:
+                # Processed by another worker: its last recorded minute.
+                last = points[-1]
+                tile.update(
+                    severity=last.severity.label,
+                    loss=last.loss,
+                    nodata=now - (last.minute + 60) > stale_after,
+                    minute=last.minute,
+                )
+        tiles.append(tile)
     # Components that only appear in incidents or history (renamed, removed from config).
     readiness = runtime.readiness.snapshot()
     upstreams = [
@@ -352,6 +431,7 @@ async def overview(runtime: Runtime, now: float) -> dict[str, Any]:
     )
     return {
         "site": config.site,
+        "shown_site": shown,
         "now": now,
         "version": __version__,
         "uptime_seconds": round(now - runtime.started_at, 1),
@@ -395,7 +475,14 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
             repository.load_timeline(conn, incident_id),
             repository.outbox_rows(conn, incident_id=incident_id, limit=1000),
             repository.open_event_body(conn, incident_id),
-            history.series(conn, start, end, incident.component).get(incident.component, []),
+            history.series(
+                conn,
+                start,
+                end,
+                incident.component,
+                # Several sites: the incident's site's rows (one site: every row is its).
+                site=incident.site if runtime.fleet is not None else None,
+            ).get(incident.component, []),
             links.for_incident(conn, incident_id),
         )
 
@@ -603,7 +690,7 @@ async def incident_list(
 
 
 async def checklists_page(runtime: Runtime, recent: int = 10) -> dict[str, Any]:
-    names = [c.name for c in runtime.config.checklists.definitions]
+    names = checklist_names(runtime)
 
     def load(conn: Connection) -> list[dict[str, Any]]:
         found = []

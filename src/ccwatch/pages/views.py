@@ -79,13 +79,21 @@ def _error_page(runtime: Runtime, status: int, message: str) -> web.Response:
 
 async def overview_page(request: web.Request) -> web.Response:
     runtime = _runtime(request)
-    values = await data.overview(runtime, runtime.clock())
+    try:
+        values = await data.overview(runtime, runtime.clock(), request.query.get("site"))
+    except data.UnknownSiteError as exc:
+        return _error_page(runtime, 404, str(exc))
     return html_response(render("overview.html", refresh=OVERVIEW_REFRESH_SECONDS, **values))
 
 
 async def overview_api(request: web.Request) -> web.Response:
+    """``GET /api/overview`` (with ``sites:``, ``?site=`` for a site's components)."""
     runtime = _runtime(request)
-    return web.json_response(data.jsonable(await data.overview(runtime, runtime.clock())))
+    try:
+        values = await data.overview(runtime, runtime.clock(), request.query.get("site"))
+    except data.UnknownSiteError as exc:
+        return web.json_response({"error": str(exc)}, status=404)
+    return web.json_response(data.jsonable(values))
 
 
 async def sites_api(request: web.Request) -> web.Response:
