@@ -35,6 +35,7 @@ def load(tmp_path: Path, text: str) -> Config:
         ("site: a\nfleet: {lease_ttl: 10s}\n", "fleet: only with sites:"),
         (PG_STATE + "sites: {}\n", "name the sites (names:, per_site:) or set discover: true"),
         (PG_STATE + "sites: {names: [a, a]}\n", "names: a repeats"),
+        (PG_STATE + "site: a\nsites: {names: [a, b]}\n", "site: a names the fleet"),
         (PG_STATE + "sites: {names: ['a/b']}\n", "sites -> names -> 1"),
         (PG_STATE + "sites: {names: [a]}\nmqtt: {client_id: x}\n", "mqtt -> client_id: not with sites:"),
         (
