@@ -481,7 +481,7 @@ async def incident_page(runtime: Runtime, incident_id: str, now: float) -> dict[
                 end,
                 incident.component,
                 # Several sites: the incident's site's rows (one site: every row is its).
-                site=incident.site if runtime.fleet is not None else None,
+                site=incident.site if runtime.config.sites is not None else None,
             ).get(incident.component, []),
             links.for_incident(conn, incident_id),
         )
