@@ -34,7 +34,7 @@ from pydantic import (
 class StrictModel(BaseModel):
     """Frozen, and unknown keys are errors (with a "did you mean" hint from config.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 def _is_enabled(info: ValidationInfo) -> bool:
