@@ -22,26 +22,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 MAX_LINE_CHARS = 500
+
+# psutil is imported on first use (an incident's open), not when the daemon starts.
+
+
+def _loadavg() -> tuple[float, float, float]:
+    import psutil
+
+    return psutil.getloadavg()
+
+
+def _memory() -> Any:
+    import psutil
+
+    return psutil.virtual_memory()
+
+
+def _disk(path: str) -> Any:
+    import psutil
+
+    return psutil.disk_usage(path)
 
 
 def _processes() -> Iterable[dict[str, Any]]:
+    import psutil
+
     attrs = ["pid", "name", "cmdline", "status", "memory_info", "create_time"]
     for process in psutil.process_iter(attrs):
         yield process.info
+
+
+def _cpu_count() -> int | None:
+    import psutil
+
+    return psutil.cpu_count()
 
 
 @dataclass(frozen=True)
 class HostProbe:
     """The host calls diagnostics make; replace any of them in tests."""
 
-    loadavg: Callable[[], tuple[float, float, float]] = psutil.getloadavg
-    memory: Callable[[], Any] = psutil.virtual_memory
-    disk: Callable[[str], Any] = psutil.disk_usage
+    loadavg: Callable[[], tuple[float, float, float]] = _loadavg
+    memory: Callable[[], Any] = _memory
+    disk: Callable[[str], Any] = _disk
     processes: Callable[[], Iterable[dict[str, Any]]] = _processes
-    cpu_count: Callable[[], int | None] = psutil.cpu_count
+    cpu_count: Callable[[], int | None] = _cpu_count
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,8 @@ def host_facts(
 
 def process_states(names: Sequence[str], probe: HostProbe) -> dict[str, Any]:
     """Per configured name: whether it runs, how many, their states and memory."""
+    import psutil
+
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
         processes = list(probe.processes())

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-import psutil
 from pydantic import BaseModel
 
 from ccwatch.checklists.result import Outcome, Status
@@ -64,23 +63,34 @@ class CommandOutput:
     output: str  # stdout and stderr, interleaved
 
 
+# psutil is imported on first use (a check's run), not when the daemon starts.
+
+
 def disk_space(path: str) -> DiskSpace:
+    import psutil
+
     usage = psutil.disk_usage(path)
     stats = os.statvfs(path)
     return DiskSpace(usage.total, usage.free, stats.f_files, stats.f_favail)
 
 
 def virtual_memory() -> MemoryUse:
+    import psutil
+
     memory = psutil.virtual_memory()
     return MemoryUse(memory.total, memory.available)
 
 
 def swap_memory() -> MemoryUse:
+    import psutil
+
     swap = psutil.swap_memory()
     return MemoryUse(swap.total, swap.free)
 
 
 def list_processes() -> list[ProcessInfo]:
+    import psutil
+
     found: list[ProcessInfo] = []
     for process in psutil.process_iter(["pid", "name", "cmdline"]):
         info = process.info
