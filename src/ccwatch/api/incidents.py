@@ -9,7 +9,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from ccwatch.incidents import repository
-from ccwatch.pages import data
 from ccwatch.runtime import Runtime
 from ccwatch.tickets.service import load_rca_draft
 
@@ -29,6 +28,8 @@ async def list_incidents(request: web.Request) -> web.Response:
     page's: filtered, 50 a page, with ``total``, ``page`` and ``pages``."""
     runtime = _runtime(request)
     if any(request.query.get(name) for name in _PAGED):
+        from ccwatch.pages import data  # on first use, as in pages/views.py
+
         try:
             filters = data.parse_filters(request.query)
         except data.FilterError as exc:
@@ -57,6 +58,8 @@ async def list_incidents(request: web.Request) -> web.Response:
 async def show_incident(request: web.Request) -> web.Response:
     """The incident with its timeline, SLA clocks, tickets per upstream, diagnostics and
     its loss chart's summary (the ``/incidents/{id}`` page's values)."""
+    from ccwatch.pages import data  # on first use, as in pages/views.py
+
     runtime = _runtime(request)
     incident_id = request.match_info["incident_id"]
     page = await data.incident_page(runtime, incident_id, runtime.clock())

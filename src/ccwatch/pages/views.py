@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ccwatch.pages import data
 from ccwatch.runtime import Runtime
 
 if TYPE_CHECKING:
     import jinja2
+
+# ``ccwatch.pages.data`` (what each page shows) is imported by the handlers, on the first
+# page or API call: a daemon whose pages nobody opens does not load it.
 
 # Inline styles and scripts only, nothing from elsewhere; fetch only to this daemon.
 CSP = (
@@ -36,6 +38,8 @@ def _environment() -> jinja2.Environment:
     """The template environment, built on the first page asked for: a daemon whose pages
     nobody opens does not load Jinja2 (bench/startup.py measures the RSS at start)."""
     import jinja2
+
+    from ccwatch.pages import data
 
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("ccwatch.pages", "templates"),
@@ -78,6 +82,8 @@ def _error_page(runtime: Runtime, status: int, message: str) -> web.Response:
 
 
 async def overview_page(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     try:
         values = await data.overview(runtime, runtime.clock(), request.query.get("site"))
@@ -88,6 +94,8 @@ async def overview_page(request: web.Request) -> web.Response:
 
 async def overview_api(request: web.Request) -> web.Response:
     """``GET /api/overview`` (with ``sites:``, ``?site=`` for a site's components)."""
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     try:
         values = await data.overview(runtime, runtime.clock(), request.query.get("site"))
@@ -98,11 +106,15 @@ async def overview_api(request: web.Request) -> web.Response:
 
 async def sites_api(request: web.Request) -> web.Response:
     """``GET /api/sites``: every site, the worker holding it and its lease (``sites:``)."""
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     return web.json_response(data.jsonable(await data.sites_view(runtime, runtime.clock())))
 
 
 async def incidents_page(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     try:
         filters = data.parse_filters(request.query)
@@ -113,6 +125,8 @@ async def incidents_page(request: web.Request) -> web.Response:
 
 
 async def incident_page(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     incident_id = request.match_info["incident_id"]
     values = await data.incident_page(runtime, incident_id, runtime.clock())
@@ -122,6 +136,8 @@ async def incident_page(request: web.Request) -> web.Response:
 
 
 async def checklists_page(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     values = await data.checklists_page(runtime)
     return html_response(
@@ -130,10 +146,14 @@ async def checklists_page(request: web.Request) -> web.Response:
 
 
 async def checklists_api(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     return web.json_response(data.jsonable(await data.checklists_page(_runtime(request))))
 
 
 async def maintenance_page(request: web.Request) -> web.Response:
+    from ccwatch.pages import data
+
     runtime = _runtime(request)
     values = data.maintenance_page(runtime, runtime.clock())
     return html_response(render("maintenance.html", site=runtime.config.site, **values))
