@@ -1,21 +1,41 @@
 """The checklists section: where the checklist files live (``checklists:`` in
-config.yaml) and, once ``load_config`` has read them, the validated checklists."""
+config.yaml) and, once ``load_config`` has read them, the validated checklists.
+
+The checklist model (``checklists.definition``, with every check type) is imported when
+there is a file to validate: a config without checklists does not load the check types.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from ccwatch.checklists.definition import Checklist, load_checklists
 from ccwatch.configbase import StrictModel
+
+if TYPE_CHECKING:
+    from ccwatch.checklists.definition import Checklist
+
+    Checklists = tuple[Checklist, ...]
+else:
+    # The files are validated one by one by ``load_checklists``, never by this model (a
+    # config.yaml cannot write ``definitions``): the root config's schema need not carry
+    # the checklist model and every check type's.
+    Checklists = tuple[Any, ...]
+
+
+def checklist_files(folder: Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` of ``folder``, in name order (none for a missing folder)."""
+    if not folder.is_dir():
+        return []
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
 class ChecklistsConfig(StrictModel):
     dir: Path = Field(Path("checklists"), description="folder of checklist YAML files")
-    definitions: tuple[Checklist, ...] = Field(
+    definitions: Checklists = Field(
         (), exclude=True, description="the files of `dir`, validated (filled by load_config)"
     )
 
@@ -33,7 +53,12 @@ class ChecklistsConfig(StrictModel):
         """This section with ``dir`` resolved against ``config_dir`` (unless absolute) and
         every checklist file of it validated; raises ConfigError naming each problem."""
         folder = self.dir if self.dir.is_absolute() else config_dir / self.dir
-        return self.model_copy(update={"dir": folder}).with_checklists(load_checklists(folder))
+        section = self.model_copy(update={"dir": folder})
+        if not checklist_files(folder):
+            return section
+        from ccwatch.checklists.definition import load_checklists
+
+        return section.with_checklists(load_checklists(folder))
 
     def with_checklists(self, checklists: Iterable[Checklist]) -> ChecklistsConfig:
         """This section holding ``checklists`` (what ``load`` does, for checklists at hand)."""

@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from ccwatch.checklists.checks import REGISTRY, CheckType
+from ccwatch.checklists.config import checklist_files
 from ccwatch.config_errors import read_yaml, validate_data
 from ccwatch.configbase import StrictModel
 from ccwatch.cron import CronSchedule
@@ -167,9 +168,7 @@ def load_checklists(folder: Path) -> list[Checklist]:
     A missing folder means no checklists (``ccwatch checklist run`` and the daemon's log
     say so). Problems of all files are collected into one ConfigError.
     """
-    if not folder.is_dir():
-        return []
-    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    files = checklist_files(folder)
     loaded: list[tuple[Checklist, Path]] = []
     problems: list[tuple[str, str]] = []
     for path in files:

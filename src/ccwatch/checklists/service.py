@@ -17,17 +17,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from ccwatch.checklists.checks import CheckEnv, CheckSettings, HostProbes
 from ccwatch.checklists.config import ChecklistsConfig
-from ccwatch.checklists.definition import Checklist
 from ccwatch.checklists.history import last_run, save_run
 from ccwatch.checklists.metrics import ChecklistMetrics
-from ccwatch.checklists.report import email_message
 from ccwatch.checklists.result import ChecklistRun, Status
-from ccwatch.checklists.runner import run_checklist
 from ccwatch.errors import ConfigError, UpstreamError
 from ccwatch.incidents.external import ExternalIncidents
 from ccwatch.metrics import shared_metrics
@@ -35,6 +33,11 @@ from ccwatch.notify.config import EmailConfig
 from ccwatch.scheduler import ScheduledJob
 from ccwatch.severity import Severity
 from ccwatch.state import StateStore
+
+if TYPE_CHECKING:
+    # The checklists come validated from ``load_config``; running and reporting them loads
+    # the check types and the report on the first run (see ``checklists.config``).
+    from ccwatch.checklists.definition import Checklist
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ async def send_report(
         from ccwatch.notify.email import send_email
 
         send = send_email
+    from ccwatch.checklists.report import email_message
+
     message = email_message(run, email.from_address, to, report_zone(checklist))
     await send(email, message)
     return to
@@ -110,6 +115,8 @@ class ChecklistService:
                 self.metrics.observe(previous)
 
     async def run_and_report(self, checklist: Checklist, trigger: str = "schedule") -> ChecklistRun:
+        from ccwatch.checklists.runner import run_checklist
+
         run = await run_checklist(checklist, self.env)
         self.metrics.observe(run)
         await self._sync_incidents(checklist, run)
