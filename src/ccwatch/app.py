@@ -49,14 +49,12 @@ from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
 from ccwatch.tickets.adapters import AdapterContext, build_adapters
-from ccwatch.tickets.desk import DeskAdapter
 from ccwatch.tickets.links import TicketLinks
-from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
-from ccwatch.tickets.reconciler import Reconciler
 from ccwatch.tickets.service import SlaWatcher
 
 if TYPE_CHECKING:
     from ccwatch.sites import FleetWorker
+    from ccwatch.tickets.outbox import OutboxDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +86,14 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email, links=links)
     wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
     adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
-    desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
     dispatcher: OutboxDispatcher | None = None
+    desks: dict[str, DeskAdapter] = {}
     if adapters:
+        # Imported here: a daemon without upstreams loads neither the outbox nor the desks.
+        from ccwatch.tickets.desk import DeskAdapter
+        from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
+
+        desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
         retry = {
             u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds())
             for u in config.tickets
@@ -114,6 +117,8 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
         services["outbox"] = dispatcher.run()
     if desks:
         # What comes back from the service desks (tickets/reconciler.py).
+        from ccwatch.tickets.reconciler import Reconciler
+
         reconciler = Reconciler(desks, links, incidents, runtime.registry, clock=runtime.clock)
         services["reconciler"] = reconciler.run()
     watcher: SlaWatcher | None = None

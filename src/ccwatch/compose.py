@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -17,8 +18,6 @@ from ccwatch.checklists.history import MIGRATIONS as CHECKLIST_MIGRATIONS
 from ccwatch.config import Config
 from ccwatch.errors import StateStoreError
 from ccwatch.heartbeat.health import HealthInputs
-from ccwatch.heartbeat.service import Heartbeat
-from ccwatch.heartbeat.targets import PingUrl, Target, WatchdogAlert
 from ccwatch.history import MIGRATIONS as HISTORY_MIGRATIONS
 from ccwatch.incidents.lifecycle import LifecycleSettings
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
@@ -39,6 +38,9 @@ from ccwatch.state.health import READINESS_NAME as STATE_READINESS
 from ccwatch.tickets.adapters import AdapterContext
 from ccwatch.tickets.links import MIGRATIONS as DESK_TICKET_MIGRATIONS
 from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
+
+if TYPE_CHECKING:
+    from ccwatch.heartbeat.service import Heartbeat
 
 # Every feature's tables, in the order their migrations run.
 MIGRATIONS: tuple[Migrations, ...] = (
@@ -123,6 +125,10 @@ def heartbeat_with(
     section = config.heartbeat
     if not section.enabled:
         return None
+    # Imported here: a daemon without a heartbeat target does not load the switch.
+    from ccwatch.heartbeat.service import Heartbeat
+    from ccwatch.heartbeat.targets import PingUrl, Target, WatchdogAlert
+
     context = AdapterContext(site=config.site, clock=clock)
     timeout = section.timeout
     targets: list[Target] = []

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -53,7 +53,9 @@ from ccwatch.sla import (
 )
 from ccwatch.state import STORE_ERRORS, Connection
 from ccwatch.tickets.adapters import ESCALATION_EMAIL
-from ccwatch.tickets.diagnostics import DiagnosticsLimits, HostProbe, collect_diagnostics
+
+if TYPE_CHECKING:
+    from ccwatch.tickets.diagnostics import DiagnosticsLimits, HostProbe
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +187,8 @@ class ComponentSources(Protocol):
 class DiagnosticsGatherer:
     """Seed 003's Tier-1 information for an ``open`` ticket: the metric window, host facts
     and the component's log tail. Blocking (psutil, files): the incident service runs it
-    on its own threads with a deadline, after the incident was written."""
+    on its own threads with a deadline, after the incident was written. The gathering code
+    (``tickets/diagnostics.py``, psutil) is loaded with the first open."""
 
     def __init__(
         self,
@@ -194,10 +197,12 @@ class DiagnosticsGatherer:
         limits: DiagnosticsLimits | None = None,
     ) -> None:
         self.components = components
-        self.probe = probe or HostProbe()
-        self.limits = limits or DiagnosticsLimits()
+        self.probe = probe  # None: the host's (``HostProbe()``)
+        self.limits = limits  # None: ``DiagnosticsLimits()``
 
     def __call__(self, incident: Incident) -> dict[str, Any]:
+        from ccwatch.tickets.diagnostics import collect_diagnostics
+
         component = self.components.get(incident.component)
         return collect_diagnostics(
             metrics=incident.metrics,
