@@ -32,7 +32,11 @@ from pydantic import (
 
 
 class StrictModel(BaseModel):
-    """Frozen, and unknown keys are errors (with a "did you mean" hint from config.py)."""
+    """Frozen, and unknown keys are errors (with a "did you mean" hint from config.py).
+
+    A model's own validator is built on its first use (``defer_build``): a section or
+    upstream type is validated inside the root ``Config`` when the config loads, so its
+    own validator is only built if something validates against it alone."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
