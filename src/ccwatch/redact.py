@@ -433,7 +433,9 @@ def _collect(node: Any, found: list[Secret]) -> None:
                         found.extend(Secret(p, "password") for p in dsn_passwords(secret))
             else:
                 _collect(getattr(node, name), found)
-    elif isinstance(node, Mapping):
+    elif isinstance(node, dict):
+        # A validated model's mappings are dicts. (``isinstance(x, Mapping)`` on every leaf
+        # type of the config would fill the ABC caches of every Mapping subclass loaded.)
         for item in node.values():
             _collect(item, found)
     elif isinstance(node, list | tuple):
