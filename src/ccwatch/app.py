@@ -167,20 +167,22 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
 
     # Scheduled jobs: one scheduler for every cron job.
     from ccwatch.checklists.service import checklist_scheduled_jobs
-    from ccwatch.retention.job import retention_scheduled_jobs
     from ccwatch.scheduler import run_scheduler
 
-    jobs = [
-        *checklist_scheduled_jobs(
-            config.checklists,
-            config.check_settings(),
-            config.email,
-            store=runtime.store,
-            registry=runtime.registry,
-            incidents=incidents,
-        ),
-        *retention_scheduled_jobs(config.retention, registry=runtime.registry, incidents=incidents),
-    ]
+    jobs = checklist_scheduled_jobs(
+        config.checklists,
+        config.check_settings(),
+        config.email,
+        store=runtime.store,
+        registry=runtime.registry,
+        incidents=incidents,
+    )
+    if config.retention.enabled_databases:  # the retention job is loaded when it has work
+        from ccwatch.retention.job import retention_scheduled_jobs
+
+        jobs += retention_scheduled_jobs(
+            config.retention, registry=runtime.registry, incidents=incidents
+        )
     if jobs:
         services["scheduler"] = run_scheduler(jobs, runtime.store)
     return services

@@ -31,7 +31,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ccwatch.incidents import repository
 from ccwatch.incidents.lifecycle import DEFERRED_KEY
 from ccwatch.incidents.model import Incident, rfc3339
-from ccwatch.incidents.rca import SIMILAR_LOOKBACK, ClockOutcome, needs_rca, rca_draft
 from ccwatch.incidents.service import IncidentService
 from ccwatch.incidents.vocabulary import Event
 from ccwatch.metrics import shared_metrics
@@ -135,7 +134,10 @@ def incident_times(incident: Incident) -> IncidentTimes:
 def load_rca_draft(
     conn: Connection, sla: SlaConfig, incident_id: str, now: float
 ) -> tuple[Incident, str] | None:
-    """The incident and its RCA draft (``incidents/rca.py``), or None for an unknown id."""
+    """The incident and its RCA draft (``incidents/rca.py``, loaded with the first draft),
+    or None for an unknown id."""
+    from ccwatch.incidents.rca import SIMILAR_LOOKBACK, ClockOutcome, rca_draft
+
     incident = repository.find_by_prefix(conn, incident_id)
     if incident is None:
         return None
@@ -374,7 +376,11 @@ class SlaWatcher:
     async def _draft_rcas(self, incidents: Sequence[Incident], now: float) -> None:
         """Write the RCA draft of a resolved incident that needs one, once."""
         for incident in incidents:
-            if incident.state != "resolved" or not needs_rca(incident):
+            if incident.state != "resolved":
+                continue
+            from ccwatch.incidents.rca import needs_rca  # see load_rca_draft
+
+            if not needs_rca(incident):
                 continue
             if RCA_DRAFT_KEY in incident.data:
                 continue
