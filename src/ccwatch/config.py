@@ -24,8 +24,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from ccwatch.checklists.checks import CheckSettings
-from ccwatch.checklists.config import ChecklistsConfig
+from ccwatch.checklists.config import ChecklistsConfig, CheckSettings
 from ccwatch.config_errors import format_validation_errors as format_validation_errors
 from ccwatch.config_errors import read_yaml as read_yaml
 from ccwatch.config_errors import validate_data as validate_data

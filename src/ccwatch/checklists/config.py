@@ -7,16 +7,19 @@ there is a file to validate: a config without checklists does not load the check
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from ccwatch.configbase import StrictModel
+from ccwatch.retention.config import RetentionConfig
 
 if TYPE_CHECKING:
     from ccwatch.checklists.definition import Checklist
+    from ccwatch.settings import ComponentConfig, MqttConfig
 
     Checklists = tuple[Checklist, ...]
 else:
@@ -24,6 +27,21 @@ else:
     # config.yaml cannot write ``definitions``): the root config's schema need not carry
     # the checklist model and every check type's.
     Checklists = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """What checks may read of config.yaml besides their own parameters: the site, the
+    broker (mqtt_freshness, agent_capacity), the component names, each component's
+    settings (``processes``, ``seats``: component_processes, agent_capacity) and the
+    retention databases. (Here, not with the checks: a daemon builds it at start, and
+    loads the check types only with a checklist.)"""
+
+    site: str
+    mqtt: MqttConfig
+    components: tuple[str, ...] = ()
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    component_settings: Mapping[str, ComponentConfig] = field(default_factory=dict)
 
 
 def checklist_files(folder: Path) -> list[Path]:

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from ccwatch.checklists.checks import CheckEnv, CheckSettings, HostProbes
-from ccwatch.checklists.config import ChecklistsConfig
+from ccwatch.checklists.config import ChecklistsConfig, CheckSettings
 from ccwatch.checklists.history import last_run, save_run
 from ccwatch.checklists.metrics import ChecklistMetrics
 from ccwatch.checklists.result import ChecklistRun, Status
@@ -37,6 +36,7 @@ from ccwatch.state import StateStore
 if TYPE_CHECKING:
     # The checklists come validated from ``load_config``; running and reporting them loads
     # the check types and the report on the first run (see ``checklists.config``).
+    from ccwatch.checklists.checks import CheckEnv, HostProbes
     from ccwatch.checklists.definition import Checklist
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,22 @@ class ChecklistService:
         self.store = store
         self.metrics = shared_metrics(ChecklistMetrics, registry)
         self.incidents = incidents
-        self.env = CheckEnv(config=settings, host=host or HostProbes(), clock=clock)
+        self.settings = settings
+        self.host = host
+        self.clock = clock
+        self._env: CheckEnv | None = None
         self.send = send
+
+    @property
+    def env(self) -> CheckEnv:
+        """What the checks may use; built with the first run (with the check types)."""
+        if self._env is None:
+            from ccwatch.checklists.checks import CheckEnv, HostProbes
+
+            self._env = CheckEnv(
+                config=self.settings, host=self.host or HostProbes(), clock=self.clock
+            )
+        return self._env
 
     def restore_metrics(self) -> None:
         """Show the last stored results until the next run, so a restart leaves no gap."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ccwatch.checklists.checks.base import CheckEnv, CheckSettings, CheckType, HostProbes
+from ccwatch.checklists.checks.base import CheckEnv, CheckType, HostProbes
+from ccwatch.checklists.config import CheckSettings
 
 if TYPE_CHECKING:
     REGISTRY: dict[str, CheckType[Any]]

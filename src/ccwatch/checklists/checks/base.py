@@ -18,19 +18,15 @@ import ssl
 import threading
 import time
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from ccwatch.checklists.config import CheckSettings
 from ccwatch.checklists.result import Outcome, Status
-from ccwatch.retention.config import RetentionConfig
-
-if TYPE_CHECKING:
-    # Type only (no import at run time, so no cycle): MqttConfig is defined in config.py.
-    from ccwatch.settings import ComponentConfig, MqttConfig
 
 P = TypeVar("P", bound=BaseModel)
 T = TypeVar("T")
@@ -182,20 +178,6 @@ class HostProbes:
     processes: Callable[[], Iterable[ProcessInfo]] = list_processes
     run_command: Callable[[Sequence[str], float | None], Awaitable[CommandOutput]] = run_command
     which: Callable[[str], str | None] = shutil.which
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    """What checks may read of config.yaml besides their own parameters: the site, the
-    broker (mqtt_freshness, agent_capacity), the component names, each component's
-    settings (``processes``, ``seats``: component_processes, agent_capacity) and the
-    retention databases."""
-
-    site: str
-    mqtt: MqttConfig
-    components: tuple[str, ...] = ()
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
-    component_settings: Mapping[str, ComponentConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
