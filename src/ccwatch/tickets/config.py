@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
-from ccwatch.tickets.adapters import UPSTREAMS, UpstreamBase
+from ccwatch.tickets.adapters import UpstreamBase, upstream_types
 
 if TYPE_CHECKING:
     TicketUpstream = UpstreamBase
 else:
     TicketUpstream = Annotated[
-        Union[tuple(upstream.model for upstream in UPSTREAMS.values())],  # noqa: UP007
+        Union[tuple(upstream.model for upstream in upstream_types().values())],  # noqa: UP007
         Field(discriminator="type"),
     ]
 

@@ -43,8 +43,27 @@ def _discover() -> dict[str, UpstreamType]:
     return found
 
 
-UPSTREAMS: dict[str, UpstreamType] = _discover()
-ADAPTERS = {name: upstream.adapter for name, upstream in UPSTREAMS.items()}
+_found: dict[str, UpstreamType] | None = None
+
+
+def upstream_types() -> dict[str, UpstreamType]:
+    """Every upstream type by name, discovered on first use: at import time a module of
+    this package (a desk adapter importing ``tickets.desk``, which imports ``base``) may
+    itself be what is being imported, and discovering then would import it half-made."""
+    global _found
+    if _found is None:
+        _found = _discover()
+    return _found
+
+
+def __getattr__(name: str) -> Any:
+    """``UPSTREAMS`` (type name → registration) and ``ADAPTERS`` (type name → adapter
+    factory), built on first access (PEP 562)."""
+    if name == "UPSTREAMS":
+        return upstream_types()
+    if name == "ADAPTERS":
+        return {type_name: u.adapter for type_name, u in upstream_types().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_adapters(
@@ -52,12 +71,12 @@ def build_adapters(
 ) -> dict[str, Adapter]:
     """Adapters of the enabled upstreams by name (plus ``escalation-email`` if asked)."""
     adapters = {
-        upstream.upstream_name: UPSTREAMS[upstream.type].adapter(upstream, context)
+        upstream.upstream_name: upstream_types()[upstream.type].adapter(upstream, context)
         for upstream in upstreams
         if upstream.enabled
     }
     if escalation_email and context.email is not None and ESCALATION_EMAIL not in adapters:
-        email = UPSTREAMS["email"]
+        email = upstream_types()["email"]
         config = email.model.model_validate(
             {"type": "email", "name": ESCALATION_EMAIL, "to": ["escalation@invalid"]}
         )
@@ -77,4 +96,5 @@ __all__ = [
     "UpstreamBase",
     "UpstreamType",
     "build_adapters",
+    "upstream_types",
 ]
