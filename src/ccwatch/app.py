@@ -33,6 +33,7 @@ from ccwatch.compose import (
     build_incident_service,
     build_mqtt_source,
     build_pipeline,
+    build_ticket_services,
     configure_incident_service,
     open_state,
 )
@@ -40,7 +41,6 @@ from ccwatch.config import Config, load_config
 from ccwatch.errors import ConfigError
 from ccwatch.history import LossRecorder
 from ccwatch.http import HttpServer
-from ccwatch.incidents.model import Incident
 from ccwatch.incidents.service import IncidentService
 from ccwatch.logs import setup_logging
 from ccwatch.metrics import DaemonMetrics, build_registry, shared_metrics
@@ -48,13 +48,9 @@ from ccwatch.readiness import Readiness
 from ccwatch.runtime import Runtime
 from ccwatch.state.health import StateHealth
 from ccwatch.systemd import SystemdNotifier
-from ccwatch.tickets.adapters import AdapterContext, build_adapters
-from ccwatch.tickets.links import TicketLinks
-from ccwatch.tickets.service import SlaWatcher
 
 if TYPE_CHECKING:
     from ccwatch.sites import FleetWorker
-    from ccwatch.tickets.outbox import OutboxDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +63,6 @@ def config_digest(path: Path) -> str:
 
 TICK_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 3.0
-# Changes that do not move an SLA clock (the watcher need not look again).
-_NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
 
 
 def build_services(runtime: Runtime) -> dict[str, Service]:
@@ -81,72 +75,26 @@ def build_services(runtime: Runtime) -> dict[str, Service]:
     incidents = runtime.incidents
     services: dict[str, Service] = {}
 
-    # Tickets: the outbox dispatcher and the SLA watcher.
-    links = TicketLinks(runtime.store)
-    context = AdapterContext(site=config.site, clock=runtime.clock, email=config.email, links=links)
-    wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
-    adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
-    dispatcher: OutboxDispatcher | None = None
-    desks: dict[str, DeskAdapter] = {}
-    if adapters:
-        # Imported here: a daemon without upstreams loads neither the outbox nor the desks.
-        from ccwatch.tickets.desk import DeskAdapter
-        from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
-
-        desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
-        retry = {
-            u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds())
-            for u in config.tickets
-            if u.enabled
-        }
-        dispatcher = OutboxDispatcher(
-            runtime.store,
-            adapters,
-            registry=runtime.registry,
-            retry=retry,
-            readiness=runtime.readiness,
-            on_dead=incidents.note_dead_letter,
-            clock=runtime.clock,
-            lease=claim_lease(
-                [u.timeout.total_seconds() for u in config.tickets if u.enabled],
-                OutboxDispatcher.BATCH_SIZE,
-                OutboxDispatcher.CONCURRENCY,
-            ),
-            links=links if desks else None,
-        )
-        services["outbox"] = dispatcher.run()
-    if desks:
-        # What comes back from the service desks (tickets/reconciler.py).
-        from ccwatch.tickets.reconciler import Reconciler
-
-        reconciler = Reconciler(desks, links, incidents, runtime.registry, clock=runtime.clock)
-        services["reconciler"] = reconciler.run()
-    watcher: SlaWatcher | None = None
-    if config.sla.enabled:
-        watcher = SlaWatcher(
-            incidents,
-            config.sla,
-            config.escalation,
-            runtime.registry,
-            upstreams={u.upstream_name for u in config.tickets if u.enabled},
-            email_relay=config.email is not None,
-            desks=list(desks),
-            clock=runtime.clock,
-        )
-        services["sla"] = watcher.run()
-
-    def on_change(incident: Incident, change: str) -> None:
-        """The one fan-out of committed incident changes."""
-        if dispatcher is not None:
-            dispatcher.wake()
-        if watcher is not None and change not in _NOT_FOR_SLA:
-            watcher.wake(incident.id)
+    # Tickets: the outbox dispatcher, the desks' reconciler and the SLA watcher.
+    tickets = build_ticket_services(
+        config,
+        incidents,
+        runtime.store,
+        runtime.registry,
+        runtime.clock,
+        dispatcher_options={"readiness": runtime.readiness},
+    )
+    services.update(tickets.services)
 
     health = StateHealth(runtime.store, runtime.readiness, runtime.registry)
     services["state_health"] = health.run()
     runtime.maintenance.refresh_sync(runtime.store, runtime.clock())
     configure_incident_service(
-        incidents, config, on_change, on_write_failure=health.wake, calendar=runtime.maintenance
+        incidents,
+        config,
+        tickets.on_change,
+        on_write_failure=health.wake,
+        calendar=runtime.maintenance,
     )
 
     # The core loop: MQTT -> pipeline -> incident service, and the ticker.

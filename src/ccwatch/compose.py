@@ -8,9 +8,10 @@ reads the root config. See docs/architecture.md, "Wiring".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +21,7 @@ from ccwatch.errors import StateStoreError
 from ccwatch.heartbeat.health import HealthInputs
 from ccwatch.history import MIGRATIONS as HISTORY_MIGRATIONS
 from ccwatch.incidents.lifecycle import LifecycleSettings
+from ccwatch.incidents.model import Incident
 from ccwatch.incidents.repository import MIGRATIONS as INCIDENT_MIGRATIONS
 from ccwatch.incidents.service import IncidentService, IncidentSettings, OnChange
 from ccwatch.ingest.mqtt import READINESS_NAME as MQTT_READINESS
@@ -35,12 +37,14 @@ from ccwatch.scheduler import MIGRATIONS as SCHEDULER_MIGRATIONS
 from ccwatch.settings import StateConfig, StatePool
 from ccwatch.state import Migrations, SqliteStore, StateStore
 from ccwatch.state.health import READINESS_NAME as STATE_READINESS
-from ccwatch.tickets.adapters import AdapterContext
+from ccwatch.tickets.adapters import AdapterContext, build_adapters
 from ccwatch.tickets.links import MIGRATIONS as DESK_TICKET_MIGRATIONS
-from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody
+from ccwatch.tickets.links import TicketLinks
+from ccwatch.tickets.service import DiagnosticsGatherer, SlaBody, SlaWatcher
 
 if TYPE_CHECKING:
     from ccwatch.heartbeat.service import Heartbeat
+    from ccwatch.tickets.outbox import OutboxDispatcher
 
 # Every feature's tables, in the order their migrations run. The loss history's step 2
 # renames a table, for which SQLite re-parses every table's schema: on a new database it
@@ -90,6 +94,91 @@ def build_mqtt_source(
         clock,
         client_id=config.mqtt_client_id,
     )
+
+
+# Changes that do not move an SLA clock (the watcher need not look again).
+NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
+
+
+@dataclass
+class TicketServices:
+    """One site's ticket side: its service tasks (``outbox``, ``reconciler``, ``sla``)
+    and the fan-out of its committed incident changes (``on_change``)."""
+
+    services: dict[str, Coroutine[Any, Any, None]] = field(default_factory=dict)
+    dispatcher: OutboxDispatcher | None = None
+    watcher: SlaWatcher | None = None
+
+    def on_change(self, incident: Incident, change: str) -> None:
+        """Wake the dispatcher, and the SLA watcher for a change that moves a clock."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        if self.watcher is not None and change not in NOT_FOR_SLA:
+            self.watcher.wake(incident.id)
+
+
+def build_ticket_services(
+    config: Config,
+    incidents: IncidentService,
+    store: StateStore,
+    registry: CollectorRegistry,
+    clock: Callable[[], float] = time.time,
+    *,
+    site: str | None = None,
+    dispatcher_options: Mapping[str, Any] | None = None,
+) -> TicketServices:
+    """The adapters of ``config.tickets``, the outbox dispatcher that delivers to them,
+    the service desks' reconciler and the SLA watcher, for the single-site daemon
+    (``app``) and for each site a fleet worker holds (``sites``, which passes its
+    ``site`` and the dispatcher's fence options)."""
+    links = TicketLinks(store)
+    context = AdapterContext(site=config.site, clock=clock, email=config.email, links=links)
+    wants_mail = config.escalation.enabled and any(lvl.email for lvl in config.escalation.levels)
+    adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
+    built = TicketServices()
+    desks: dict[str, Any] = {}
+    if adapters:
+        # Imported here: a daemon without upstreams loads neither the outbox nor the desks.
+        from ccwatch.tickets.desk import DeskAdapter
+        from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
+
+        desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
+        enabled = [u for u in config.tickets if u.enabled]
+        built.dispatcher = OutboxDispatcher(
+            store,
+            adapters,
+            registry=registry,
+            retry={u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds()) for u in enabled},
+            on_dead=incidents.note_dead_letter,
+            clock=clock,
+            lease=claim_lease(
+                [u.timeout.total_seconds() for u in enabled],
+                OutboxDispatcher.BATCH_SIZE,
+                OutboxDispatcher.CONCURRENCY,
+            ),
+            links=links if desks else None,
+            **(dispatcher_options or {}),
+        )
+        built.services["outbox"] = built.dispatcher.run()
+    if desks:
+        # What comes back from the service desks (tickets/reconciler.py).
+        from ccwatch.tickets.reconciler import Reconciler
+
+        reconciler = Reconciler(desks, links, incidents, registry, clock=clock, site=site)
+        built.services["reconciler"] = reconciler.run()
+    if config.sla.enabled:
+        built.watcher = SlaWatcher(
+            incidents,
+            config.sla,
+            config.escalation,
+            registry,
+            upstreams={u.upstream_name for u in config.tickets if u.enabled},
+            email_relay=config.email is not None,
+            desks=list(desks),
+            clock=clock,
+        )
+        built.services["sla"] = built.watcher.run()
+    return built
 
 
 def build_heartbeat(

@@ -66,7 +66,12 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from ccwatch import history
-from ccwatch.compose import build_pipeline, configure_incident_service, heartbeat_with
+from ccwatch.compose import (
+    build_pipeline,
+    build_ticket_services,
+    configure_incident_service,
+    heartbeat_with,
+)
 from ccwatch.compose import incident_settings as site_incident_settings
 from ccwatch.config import Config
 from ccwatch.errors import LeaseLostError, StateStoreError
@@ -84,12 +89,6 @@ from ccwatch.runtime import Runtime
 from ccwatch.state import StateStore
 from ccwatch.state.health import READINESS_NAME as STATE_READINESS
 from ccwatch.state.health import StateHealth
-from ccwatch.tickets.adapters import AdapterContext, build_adapters
-from ccwatch.tickets.desk import DeskAdapter
-from ccwatch.tickets.links import TicketLinks
-from ccwatch.tickets.outbox import OutboxDispatcher, RetryPolicy, claim_lease
-from ccwatch.tickets.reconciler import Reconciler
-from ccwatch.tickets.service import SlaWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,6 @@ TICK_SECONDS = 1.0
 OUTBOX_POLL_SECONDS = 10.0
 DISCOVERY_LISTEN = 2.0  # seconds the topics are listened to per discovery pass
 # Changes that do not move an SLA clock (as in app.py).
-_NOT_FOR_SLA = frozenset({"loss", "diagnostics", "sla_due", "sla_breach", "sla_escalation"})
 
 
 class SiteMetrics(Collector):
@@ -406,71 +404,29 @@ class FleetWorker:
         watcher, reconciler, ticker, and the incident service's hooks."""
         runtime = self.runtime
         site = config.site
-        links = TicketLinks(runtime.store)
-        context = AdapterContext(site=site, clock=runtime.clock, email=config.email, links=links)
-        wants_mail = config.escalation.enabled and any(
-            lvl.email for lvl in config.escalation.levels
-        )
-        adapters = build_adapters(config.tickets, context, escalation_email=wants_mail)
-        desks = {name: a for name, a in adapters.items() if isinstance(a, DeskAdapter)}
-        services: dict[str, Service] = {}
-        dispatcher: OutboxDispatcher | None = None
-        if adapters:
-            dispatcher = OutboxDispatcher(
-                runtime.store,
-                adapters,
-                registry=registry,
-                retry={
-                    u.upstream_name: RetryPolicy(cap=u.retry_max.total_seconds())
-                    for u in config.tickets
-                    if u.enabled
-                },
-                on_dead=service.note_dead_letter,
-                clock=runtime.clock,
-                lease=claim_lease(
-                    [u.timeout.total_seconds() for u in config.tickets if u.enabled],
-                    OutboxDispatcher.BATCH_SIZE,
-                    OutboxDispatcher.CONCURRENCY,
-                ),
-                links=links if desks else None,
-                site=site,
-                fence=lease.fence,
-                guard=lease.guard,
+        tickets = build_ticket_services(
+            config,
+            service,
+            runtime.store,
+            registry,
+            runtime.clock,
+            site=site,
+            dispatcher_options={
+                "site": site,
+                "fence": lease.fence,
+                "guard": lease.guard,
                 # Woken by every committed change of the site (only this worker writes
                 # them) and at each retry's due time: the poll is only a fallback, and
                 # polling each site's outbox every second was most of a worker's CPU
                 # (bench/fleet.py).
-                poll_interval=OUTBOX_POLL_SECONDS,
-            )
-            services["outbox"] = dispatcher.run()
-        watcher: SlaWatcher | None = None
-        if config.sla.enabled:
-            watcher = SlaWatcher(
-                service,
-                config.sla,
-                config.escalation,
-                registry,
-                upstreams={u.upstream_name for u in config.tickets if u.enabled},
-                email_relay=config.email is not None,
-                desks=list(desks),
-                clock=runtime.clock,
-            )
-            services["sla"] = watcher.run()
-        if desks:
-            # What the service desks say about this site's tickets (tickets/reconciler.py).
-            reconciler = Reconciler(desks, links, service, registry, clock=runtime.clock, site=site)
-            services["reconciler"] = reconciler.run()
-
-        def on_change(incident: Incident, change: str) -> None:
-            if dispatcher is not None:
-                dispatcher.wake()
-            if watcher is not None and change not in _NOT_FOR_SLA:
-                watcher.wake(incident.id)
-
+                "poll_interval": OUTBOX_POLL_SECONDS,
+            },
+        )
+        services: dict[str, Service] = dict(tickets.services)
         configure_incident_service(
             service,
             config,
-            on_change,
+            tickets.on_change,
             on_write_failure=self.health.wake if self.health is not None else _nothing,
             calendar=runtime.maintenance,
         )
