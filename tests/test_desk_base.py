@@ -40,7 +40,7 @@ from ccwatch.tickets.desk import (
     RateLimiter,
     TicketRef,
 )
-from ccwatch.tickets.links import TicketLinks
+from ccwatch.tickets.links import Seen, TicketLinks
 from ccwatch.tickets.outbox import OutboxDispatcher
 from ccwatch.tickets.reconciler import Reconciler, acknowledges
 from tests.test_incidents_service import Clock, make_config, service_for
@@ -325,12 +325,7 @@ def test_tickets_list_shows_each_desk_ticket_with_its_last_seen_status(
             lambda c: links_table.observed(
                 c,
                 link,
-                status="stalled",
-                phase="waiting",
-                first_response_at=None,
-                responder=None,
-                polled_at=1_795_000_000.0,
-                next_poll_at=1_795_000_060.0,
+                Seen(1_795_000_000.0, 1_795_000_060.0, status="stalled", phase="waiting"),
             )
         )
     finally:
@@ -368,12 +363,14 @@ def test_the_incident_page_links_each_desks_ticket_and_its_last_seen_status(
         await links.save("jira", opened.id, "CC-7", "javascript:alert(1)", clock.now)
         await links.observed(
             rt,
-            status="stalled",
-            phase="waiting",
-            first_response_at=clock.now + 60,
-            responder="vendor",
-            polled_at=clock.now + 90,
-            next_poll_at=clock.now + 150,
+            Seen(
+                polled_at=clock.now + 90,
+                next_poll_at=clock.now + 150,
+                status="stalled",
+                phase="waiting",
+                first_response_at=clock.now + 60,
+                responder="vendor",
+            ),
         )
         runtime = SimpleNamespace(store=store, config=config)
         page = await data.incident_page(runtime, opened.id, clock.now + 100)  # type: ignore[arg-type]

@@ -123,9 +123,13 @@ def test_later_events_comment_and_resolve_completes_with_the_summary(store: Stat
             assert "ccwatch: resolved" in texts[1] and "peak severity: critical" in texts[1]
             assert task.fields["status"] == "complete"
             await adapter.deliver(event("reopen", 4))
-            assert task.fields["status"] == "to do" and "reopen (event #4)" in task.comments[-1].text
+            assert (
+                task.fields["status"] == "to do" and "reopen (event #4)" in task.comments[-1].text
+            )
             await adapter.deliver(event("expire", 5))
-            assert task.fields["status"] == "complete" and "ccwatch: expire" in task.comments[-1].text
+            assert (
+                task.fields["status"] == "complete" and "ccwatch: expire" in task.comments[-1].text
+            )
             await adapter.aclose()
 
     asyncio.run(scenario())
@@ -182,7 +186,9 @@ def test_poll_maps_status_types_and_the_oldest_reply_of_another_user(store: Stat
             assert (view.status, view.phase, view.first_response_at) == ("to do", Phase.NEW, None)
             vendor = fake.add_user("Meera Iyer")
             base = 1_795_000_000_000
-            fake.comment_as(ref.id, vendor, "Automated response: we have received your request", base)
+            fake.comment_as(
+                ref.id, vendor, "Automated response: we have received your request", base
+            )
             # More than one page of comments, newest first: the oldest real reply counts.
             fake.comment_as(ref.id, vendor, "Meera: on it, checking the trunk", base + 1000)
             for n in range(30):
@@ -225,7 +231,7 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.deliver(open_event)
             [task] = fake.tasks.values()
             reconciler = Reconciler(
-                {"clickup": adapter}, adapter.links, service, CollectorRegistry()  # type: ignore[arg-type]
+                {"clickup": adapter}, adapter.links, service, CollectorRegistry()
             )
             assert await reconciler.poll_due("clickup") == 1
             untouched = await service.get(incident.id)

@@ -88,7 +88,9 @@ def test_open_creates_one_ticket_with_priority_tags_and_reference(store: StateSt
             assert f["requester_id"] == fake.contacts[REQUESTER]
             assert f["custom_fields"] == {"cf_ccwatch_reference": DEDUP}
             assert f["subject"].startswith("[ccwatch P1 CRITICAL] blr1/acd")
-            assert f"Reference: {DEDUP}<br>" in f["description"] and f["description"].startswith("<div>")
+            assert f"Reference: {DEDUP}<br>" in f["description"] and f["description"].startswith(
+                "<div>"
+            )
             link = await adapter.links.get("freshdesk", INCIDENT)
             assert link is not None and link.url == f"{fake.url}/a/tickets/{ticket.id}"
             assert adapter.ticket_body(event("open", 1, "major"))["priority"] == 3
@@ -188,9 +190,15 @@ def test_the_fake_refuses_what_freshdesk_refuses(store: StateStore) -> None:
             bad = {**adapter.ticket_body(event("open", 1)), "severity": "P1"}
             with pytest.raises(PermanentUpstreamError, match="invalid_field"):
                 await adapter.http.request("POST", f"{fake.url}/api/v2/tickets", json_body=bad)
-            no_requester = {k: v for k, v in adapter.ticket_body(event("open", 1)).items() if k != "email"}
-            with pytest.raises(PermanentUpstreamError, match="Please fill at least 1 of requester_id"):
-                await adapter.http.request("POST", f"{fake.url}/api/v2/tickets", json_body=no_requester)
+            no_requester = {
+                k: v for k, v in adapter.ticket_body(event("open", 1)).items() if k != "email"
+            }
+            with pytest.raises(
+                PermanentUpstreamError, match="Please fill at least 1 of requester_id"
+            ):
+                await adapter.http.request(
+                    "POST", f"{fake.url}/api/v2/tickets", json_body=no_requester
+                )
             long_tag = {**adapter.ticket_body(event("open", 1)), "tags": ["ccwatch:" + DEDUP]}
             with pytest.raises(PermanentUpstreamError, match="invalid_size"):
                 await adapter.http.request("POST", f"{fake.url}/api/v2/tickets", json_body=long_tag)
@@ -200,7 +208,11 @@ def test_the_fake_refuses_what_freshdesk_refuses(store: StateStore) -> None:
     asyncio.run(scenario())
     with pytest.raises(ValueError, match="requester"):
         FreshdeskUpstream.model_validate(
-            {"type": "freshdesk", "url": "https://v.freshdesk.com", "api_key_env": "CCWATCH_TEST_FRESHDESK_KEY"}
+            {
+                "type": "freshdesk",
+                "url": "https://v.freshdesk.com",
+                "api_key_env": "CCWATCH_TEST_FRESHDESK_KEY",
+            }
         )
 
 
@@ -225,7 +237,9 @@ def test_poll_maps_status_and_the_first_real_agent_reply(store: StateStore) -> N
             assert (view.phase, view.responder, view.assignee) == (
                 Phase.IN_PROGRESS, "Ravi Kumar", "Ravi Kumar",
             )  # fmt: skip
-            assert view.first_response_at == pytest.approx(fake.tickets[ticket_id].conversations[-1].created_at, abs=1)
+            assert view.first_response_at == pytest.approx(
+                fake.tickets[ticket_id].conversations[-1].created_at, abs=1
+            )
             fake.set_status(ticket_id, 3)
             assert (await adapter.poll(ref)).phase is Phase.WAITING
             fake.set_status(ticket_id, 5)
@@ -254,7 +268,7 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.deliver(open_event)
             [ticket] = fake.tickets.values()
             reconciler = Reconciler(
-                {"freshdesk": adapter}, adapter.links, service, CollectorRegistry()  # type: ignore[arg-type]
+                {"freshdesk": adapter}, adapter.links, service, CollectorRegistry()
             )
             assert await reconciler.poll_due("freshdesk") == 1
             untouched = await service.get(incident.id)

@@ -277,7 +277,7 @@ def test_reconciler_acknowledges_the_incident_on_the_vendor_reply(tmp_path: Path
         reconciler = Reconciler(
             {"jira": adapter},
             harness.links,
-            harness.service,  # type: ignore[arg-type]  # waiting_on_customer: not on main yet
+            harness.service,
             CollectorRegistry(),
             clock=harness.clock,
         )

@@ -432,7 +432,7 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
         link = await adapter.links.get("rt", incident.id)
         assert link is not None
         desks = {"rt": adapter}
-        reconciler = Reconciler(desks, adapter.links, service, CollectorRegistry(), clock=clock)  # type: ignore[arg-type]
+        reconciler = Reconciler(desks, adapter.links, service, CollectorRegistry(), clock=clock)
         assert await reconciler.poll_due("rt") == 1
         reply(rt, link.ticket_id, "Auto-reply: out of office until Monday")
         clock.now += 120

@@ -231,6 +231,7 @@ def test_rt_ticket_once_across_a_crash_vendor_reply_stalled_and_resolve(
         lambda: rt.rest("GET", f"ticket/{ticket_id}").json()["Status"] == "resolved", timeout=20
     )
     mark("RT ticket resolved")
+
     def ccwatch_comments() -> list[str]:
         items = rt.rest(
             "GET", f"ticket/{ticket_id}/history", params={"fields": "Type,Creator", "per_page": 100}

@@ -123,7 +123,9 @@ def test_later_events_comment_and_resolve_solves_with_the_summary(store: StateSt
             assert "ccwatch: escalate (event #2)" in later[0].body
             assert "sla breach (event #3)" in later[1].body
             assert ticket.fields["status"] == "solved"
-            assert "ccwatch: resolved" in later[2].body and "duration seconds: 3600" in later[2].body
+            assert (
+                "ccwatch: resolved" in later[2].body and "duration seconds: 3600" in later[2].body
+            )
             link = await adapter.links.get("zendesk", INCIDENT)
             assert link is not None and link.closed
             await adapter.aclose()
@@ -180,7 +182,11 @@ def test_oauth_bearer_and_invalid_fields_are_refused_like_zendesk(
     async def scenario() -> None:
         async with FakeZendesk(oauth_token="oauth-abc") as fake:
             config = ZendeskUpstream.model_validate(
-                {"type": "zendesk", "url": fake.url, "oauth_token_env": "CCWATCH_TEST_ZENDESK_OAUTH"}
+                {
+                    "type": "zendesk",
+                    "url": fake.url,
+                    "oauth_token_env": "CCWATCH_TEST_ZENDESK_OAUTH",
+                }
             )
             adapter = ZendeskAdapter(config, AdapterContext("blr1", links=TicketLinks(store)))
             ref = await adapter.create(event("open", 1))
@@ -213,8 +219,12 @@ def test_poll_maps_status_and_finds_the_first_real_reply(store: StateStore) -> N
             agent = fake.add_user("Asha Rao")
             # A trigger's comment and an agent's auto-acknowledgement do not count,
             # nor does an internal note.
-            fake.reply(ticket_id, agent, "Thanks, a ticket was opened", channel="rule", rel="trigger")
-            fake.reply(ticket_id, agent, "This is an automated message: we have received your request")
+            fake.reply(
+                ticket_id, agent, "Thanks, a ticket was opened", channel="rule", rel="trigger"
+            )
+            fake.reply(
+                ticket_id, agent, "This is an automated message: we have received your request"
+            )
             fake.reply(ticket_id, agent, "checking logs", public=False)
             fake.set_status(ticket_id, "open")
             view = await adapter.poll(ref)
@@ -223,7 +233,9 @@ def test_poll_maps_status_and_finds_the_first_real_reply(store: StateStore) -> N
             fake.assign(ticket_id, agent)
             view = await adapter.poll(ref)
             assert view.responder == "Asha Rao" and view.assignee == "Asha Rao"
-            assert view.first_response_at == pytest.approx(fake.tickets[ticket_id].comments[-1].created_at)
+            assert view.first_response_at == pytest.approx(
+                fake.tickets[ticket_id].comments[-1].created_at
+            )
             fake.set_status(ticket_id, "pending")
             assert (await adapter.poll(ref)).phase is Phase.WAITING
             fake.set_status(ticket_id, "hold")
@@ -253,7 +265,7 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
             await adapter.deliver(open_event)
             [ticket] = fake.tickets.values()
             reconciler = Reconciler(
-                {"zendesk": adapter}, adapter.links, service, CollectorRegistry()  # type: ignore[arg-type]
+                {"zendesk": adapter}, adapter.links, service, CollectorRegistry()
             )
             agent = fake.add_user("Asha Rao")
             fake.reply(ticket.id, agent, "Auto-reply: we are on it", channel="rule", rel="trigger")

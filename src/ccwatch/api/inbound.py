@@ -102,9 +102,7 @@ async def apply(runtime: Runtime, change: InboundChange) -> None:
     ident = incident_id(change.incident)
     if change.action == "acknowledge":
         await incidents.acknowledge(ident, change.by)
-    elif change.action == "note":
-        if await incidents.get(ident) is None:
-            raise UnknownIncidentError(ident)
+    elif change.action == "note":  # an unknown id raises UnknownIncidentError (404)
         await incidents.note(ident, "upstream_note", detail=f"{change.by}: {change.text}")
     else:
         waiting = change.action == "waiting"

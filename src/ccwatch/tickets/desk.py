@@ -462,10 +462,11 @@ class DeskAdapter(Adapter):
     def priority(self, event: TicketEvent, defaults: Mapping[str, str]) -> str:
         return self.config.priority(event.severity, defaults)
 
-    async def ticket_for(self, event: TicketEvent) -> tuple[TicketLink, bool]:
-        """The incident's ticket: the recorded one, the one ``find`` finds, or a new one.
-        The bool says whether it was created now."""
-        link = await self.links.get(self.name, event.incident_id)
+    async def ticket_for(
+        self, event: TicketEvent, link: TicketLink | None = None
+    ) -> tuple[TicketLink, bool]:
+        """The incident's ticket: ``link`` (the recorded one), the one ``find`` finds, or a
+        new one. The bool says whether it was created now."""
         if link is not None:
             return link, False
         ref = await self.find(event)
@@ -488,9 +489,10 @@ class DeskAdapter(Adapter):
         action = self.EVENTS.get(kind, IGNORE) if kind is not None else IGNORE
         if action == IGNORE or self._came_from_here(event):
             return
-        if action == RESOLVE and await self.links.get(self.name, event.incident_id) is None:
+        recorded = await self.links.get(self.name, event.incident_id)
+        if action == RESOLVE and recorded is None:
             return  # never ticketed here (e.g. resolved inside a maintenance window)
-        link, created = await self.ticket_for(event)
+        link, created = await self.ticket_for(event, recorded)
         ref = TicketRef(link.ticket_id, link.url)
         if action == CREATE or (created and action == COMMENT):
             # A new ticket's description already says what this event says (the first

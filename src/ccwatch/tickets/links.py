@@ -128,18 +128,20 @@ def save(
     return link
 
 
-def observed(
-    conn: Connection,
-    link: TicketLink,
-    *,
-    status: str | None,
-    phase: str | None,
-    first_response_at: float | None,
-    responder: str | None,
-    polled_at: float,
-    next_poll_at: float,
-    error: str | None = None,
-) -> None:
+@dataclass(frozen=True)
+class Seen:
+    """What one poll of a ticket saw (None: nothing new; a failed poll has ``error``)."""
+
+    polled_at: float
+    next_poll_at: float
+    status: str | None = None
+    phase: str | None = None
+    first_response_at: float | None = None
+    responder: str | None = None
+    error: str | None = None
+
+
+def observed(conn: Connection, link: TicketLink, seen: Seen) -> None:
     with transaction(conn):
         conn.execute(
             "UPDATE desk_tickets SET status = COALESCE(?, status), phase = COALESCE(?, phase),"
@@ -147,13 +149,13 @@ def observed(
             " responder = COALESCE(responder, ?), polled_at = ?, next_poll_at = ?,"
             " poll_error = ? WHERE upstream = ? AND incident_id = ?",
             (
-                status,
-                phase,
-                first_response_at,
-                responder,
-                polled_at,
-                next_poll_at,
-                error,
+                seen.status,
+                seen.phase,
+                seen.first_response_at,
+                seen.responder,
+                seen.polled_at,
+                seen.next_poll_at,
+                seen.error,
                 link.upstream,
                 link.incident_id,
             ),
@@ -240,28 +242,5 @@ class TicketLinks:
     async def listing(self, include_closed: bool = False, limit: int = 500) -> list[TicketLink]:
         return await self.store.run(lambda c: listing(c, include_closed, limit))
 
-    async def observed(
-        self,
-        link: TicketLink,
-        *,
-        status: str | None,
-        phase: str | None,
-        first_response_at: float | None,
-        responder: str | None,
-        polled_at: float,
-        next_poll_at: float,
-        error: str | None = None,
-    ) -> None:
-        await self.store.run(
-            lambda c: observed(
-                c,
-                link,
-                status=status,
-                phase=phase,
-                first_response_at=first_response_at,
-                responder=responder,
-                polled_at=polled_at,
-                next_poll_at=next_poll_at,
-                error=error,
-            )
-        )
+    async def observed(self, link: TicketLink, seen: Seen) -> None:
+        await self.store.run(lambda c: observed(c, link, seen))

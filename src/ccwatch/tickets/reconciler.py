@@ -34,7 +34,7 @@ from ccwatch.incidents.lifecycle import CLOSED_STATES
 from ccwatch.incidents.model import Incident
 from ccwatch.metrics import shared_metrics
 from ccwatch.tickets.desk import DeskAdapter, DeskView, Phase, TicketRef
-from ccwatch.tickets.links import TicketLink, TicketLinks
+from ccwatch.tickets.links import Seen, TicketLink, TicketLinks
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +144,7 @@ class Reconciler:
             outcome = "retry" if isinstance(exc, TemporaryUpstreamError) else "failed"
             self.metrics.polls.labels(upstream=link.upstream, outcome=outcome).inc()
             now = self.clock()
-            await self.links.observed(
-                link,
-                status=None,
-                phase=None,
-                first_response_at=None,
-                responder=None,
-                polled_at=now,
-                next_poll_at=now + delay,
-                error=str(exc),
-            )
+            await self.links.observed(link, Seen(now, now + delay, error=str(exc)))
             if failures == 1:
                 logger.warning(
                     "polling %s ticket %s failed: %s", link.upstream, link.ticket_id, exc
@@ -163,15 +154,15 @@ class Reconciler:
         self.metrics.polls.labels(upstream=link.upstream, outcome="ok").inc()
         await self.apply(desk, link, incident, view)
         now = self.clock()
-        await self.links.observed(
-            link,
-            status=view.status,
-            phase=view.phase.value,
-            first_response_at=view.first_response_at,
-            responder=view.responder,
-            polled_at=now,
-            next_poll_at=now + interval,
+        seen = Seen(
+            now,
+            now + interval,
+            view.status,
+            view.phase.value,
+            view.first_response_at,
+            view.responder,
         )
+        await self.links.observed(link, seen)
 
     async def apply(
         self, desk: DeskAdapter, link: TicketLink, incident: Incident, view: DeskView
