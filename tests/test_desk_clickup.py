@@ -16,8 +16,6 @@ from prometheus_client import CollectorRegistry
 from ccwatch.compose import open_state
 from ccwatch.config import Config, validate_data
 from ccwatch.errors import PermanentUpstreamError, TemporaryUpstreamError
-from ccwatch.incidents.events import event_body
-from ccwatch.incidents.vocabulary import Event
 from ccwatch.state import StateStore
 from ccwatch.tickets.adapters.base import AdapterContext, TicketEvent
 from ccwatch.tickets.adapters.clickup import ClickUpAdapter, ClickUpUpstream, dedup_tag
@@ -25,7 +23,8 @@ from ccwatch.tickets.desk import Phase
 from ccwatch.tickets.links import TicketLinks
 from ccwatch.tickets.reconciler import Reconciler
 from tests.fakedesks.clickup import FakeClickUp
-from tests.test_incidents_service import CRITICAL, Clock, make_config, observe, service_for
+from tests.fakedesks.saas import open_critical
+from tests.test_incidents_service import Clock, make_config, service_for
 from tests.test_readme_examples import yaml_blocks
 from tests.test_tickets_support import generic_body
 
@@ -220,12 +219,7 @@ def test_the_vendors_reply_acknowledges_the_incident_through_the_service(
     service = service_for(store, make_config(tmp_path, tickets=[]), clock)
 
     async def scenario() -> None:
-        await observe(service, CRITICAL, clock.now)
-        [incident] = await service.list_incidents()
-        body = event_body(incident, Event.OPEN)
-        open_event = TicketEvent(
-            "clickup", incident.id, incident.seq, "open", f"{incident.dedup_key}:1", body
-        )
+        incident, open_event = await open_critical(service, clock.now, "clickup")
         async with FakeClickUp(TOKEN) as fake:
             adapter = adapter_for(fake, store)
             await adapter.deliver(open_event)

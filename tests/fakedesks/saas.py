@@ -110,3 +110,18 @@ async def json_body(request: web.Request) -> tuple[Any, str | None]:
 
 def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+async def open_critical(service: Any, now: float, upstream: str) -> tuple[Any, Any]:
+    """A critical incident opened through the real incident service, and its ``open``
+    event as the dispatcher would hand it to ``upstream``."""
+    from ccwatch.incidents.events import event_body
+    from ccwatch.incidents.vocabulary import Event
+    from ccwatch.tickets.adapters.base import TicketEvent
+    from tests.test_incidents_service import CRITICAL, observe
+
+    await observe(service, CRITICAL, now)
+    [incident] = await service.list_incidents()
+    body = event_body(incident, Event.OPEN)
+    key = f"{incident.dedup_key}:{incident.seq}"
+    return incident, TicketEvent(upstream, incident.id, incident.seq, "open", key, body)
