@@ -27,7 +27,8 @@ test: install-test test-deps
 	$(BIN)/lint-imports
 	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected, not a failure
 
-## System tools the tests talk to (promtool, Alertmanager, Chromium, systemd-analyze).
+## System tools the tests talk to (promtool, Alertmanager, Chromium, systemd-analyze,
+## the Debian packaging tools, Request Tracker 5).
 ## Best effort: tests that need a missing tool are skipped with the reason.
 test-deps:
 	@scripts/install-test-deps.sh

@@ -124,10 +124,10 @@ def test_pushed_acknowledgement_and_waiting_on_the_customer(
     assert "acknowledged" in changes
     assert changes.index("waiting_on_customer") < changes.index("customer_replied")
     wait_until(
-        lambda: {
-            r.json["event"] for r in receiver.accepted if r.json["incident_id"] == incident["id"]
-        }
-        >= {"open", "acknowledge", "waiting_on_customer", "customer_replied"},
+        lambda: (
+            {r.json["event"] for r in receiver.accepted if r.json["incident_id"] == incident["id"]}
+            >= {"open", "acknowledge", "waiting_on_customer", "customer_replied"}
+        ),
         timeout=20,
     )
     counted = {
@@ -144,3 +144,16 @@ def test_pushed_acknowledgement_and_waiting_on_the_customer(
         'ccwatch_inbound_requests_total{outcome="applied",source="desk"}': 2.0,
         'ccwatch_inbound_requests_total{outcome="unknown_incident",source="desk"}': 1.0,
     }
+
+    # A vendor's note is kept in the timeline, and what it should not have said is
+    # redacted there as in every outgoing body.
+    note = {
+        "incident": incident["id"],
+        "action": "note",
+        "by": "vendor",
+        "text": "password=Hunter2x",
+    }
+    assert signed(note).status_code == 200
+    timeline = daemon.get(f"/api/incidents/{incident['id']}").json()["timeline"]
+    (noted,) = [e["detail"] for e in timeline if e["change"] == "upstream_note"]
+    assert noted == "vendor: password=****"

@@ -26,6 +26,7 @@ from ccwatch.inbound.verify import (
 )
 from ccwatch.incidents.repository import UnknownIncidentError
 from ccwatch.metrics import shared_metrics
+from ccwatch.redact import process_redactor
 from ccwatch.runtime import Runtime
 
 
@@ -103,7 +104,9 @@ async def apply(runtime: Runtime, change: InboundChange) -> None:
     if change.action == "acknowledge":
         await incidents.acknowledge(ident, change.by)
     elif change.action == "note":  # an unknown id raises UnknownIncidentError (404)
-        await incidents.note(ident, "upstream_note", detail=f"{change.by}: {change.text}")
+        # What a vendor writes is kept in the timeline: redacted like every outgoing body.
+        detail = process_redactor().text(f"{change.by}: {change.text}")
+        await incidents.note(ident, "upstream_note", detail=detail)
     else:
         waiting = change.action == "waiting"
         await incidents.waiting_on_customer(ident, waiting, change.by)
